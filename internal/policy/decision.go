@@ -1,0 +1,251 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Decision is the policy's answer, decoded from data.audgate.decision.
+type Decision struct {
+	// Allow is true only when the policy returned the boolean true.
+	Allow bool `json:"allow"`
+	// Audience is the downstream token's audience; required on allow.
+	Audience string `json:"audience,omitempty"`
+	// Scopes are the downstream token's scopes.
+	Scopes []string `json:"scopes,omitempty"`
+	// Headers are set, replacing, on the upstream request.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Claims are added to self-signed downstream tokens.
+	Claims map[string]any `json:"claims,omitempty"`
+	// Status is the deny status: 401, 403 (default) or 404.
+	Status int `json:"status,omitempty"`
+	// Reason explains a deny; it goes to the decision log and the client.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ErrPolicy marks an evaluation error or a decision that breaks the
+// contract; the gateway answers 500 and proxies nothing.
+var ErrPolicy = errors.New("policy error")
+
+// Error is a policy error naming the decision field at fault.
+type Error struct {
+	Field string // e.g. "decision.audience"; "" for evaluation errors
+	Msg   string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	msg := e.Msg
+	if e.Field != "" {
+		msg = e.Field + ": " + msg
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return "policy: " + msg
+}
+
+// Is makes every *Error match ErrPolicy.
+func (e *Error) Is(target error) bool { return target == ErrPolicy }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func fieldError(field, format string, args ...any) error {
+	return &Error{Field: "decision." + field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// decode turns the policy's result into a Decision. Only a boolean true
+// allows; anything else that is not a contract violation denies.
+func decode(v any) (Decision, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fieldError("", "must be an object, got %s", kind(v))
+	}
+	var d Decision
+	if allow, ok := obj["allow"].(bool); ok && allow {
+		d.Allow = true
+	}
+	var err error
+	if d.Audience, err = optString(obj, "audience"); err != nil {
+		return Decision{}, err
+	}
+	if d.Reason, err = optString(obj, "reason"); err != nil {
+		return Decision{}, err
+	}
+	if d.Scopes, err = optStrings(obj, "scopes"); err != nil {
+		return Decision{}, err
+	}
+	if d.Headers, err = optHeaders(obj); err != nil {
+		return Decision{}, err
+	}
+	if c, ok := obj["claims"]; ok {
+		if d.Claims, ok = c.(map[string]any); !ok {
+			return Decision{}, fieldError("claims", "must be an object, got %s", kind(c))
+		}
+	}
+	if s, ok := obj["status"]; ok {
+		n, ok := s.(json.Number)
+		st, err := n.Int64()
+		if !ok || err != nil {
+			return Decision{}, fieldError("status", "must be an integer, got %s", kind(s))
+		}
+		d.Status = int(st)
+	}
+	return d, nil
+}
+
+func optString(obj map[string]any, key string) (string, error) {
+	v, ok := obj[key]
+	if !ok {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fieldError(key, "must be a string, got %s", kind(v))
+	}
+	return s, nil
+}
+
+func optStrings(obj map[string]any, key string) ([]string, error) {
+	v, ok := obj[key]
+	if !ok {
+		return nil, nil
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, fieldError(key, "must be an array of strings, got %s", kind(v))
+	}
+	out := make([]string, len(arr))
+	for i, e := range arr {
+		if out[i], ok = e.(string); !ok {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", key, i), "must be a string, got %s", kind(e))
+		}
+	}
+	return out, nil
+}
+
+func optHeaders(obj map[string]any) (map[string]string, error) {
+	v, ok := obj["headers"]
+	if !ok {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fieldError("headers", "must be an object of strings, got %s", kind(v))
+	}
+	out := make(map[string]string, len(m))
+	for k, e := range m {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fieldError("headers."+k, "must be a string, got %s", kind(e))
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Limits are what an upstream allows a decision to ask for.
+type Limits struct {
+	// Audiences are the only audiences a decision may name. Required.
+	Audiences []string
+	// Scopes, when non-empty, are the only scopes a decision may name.
+	Scopes []string
+}
+
+// reservedHeaders may not be set by a decision: the gateway owns them.
+var reservedHeaders = map[string]bool{
+	"Authorization": true, "Host": true, "Content-Length": true,
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Proxy-Connection": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true,
+	"X-Forwarded-Proto": true, "Cookie": true,
+}
+
+// registeredClaims may not be overridden by a decision's claims.
+var registeredClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true,
+	"nbf": true, "jti": true, "scope": true, "client_id": true, "act": true,
+}
+
+// Check enforces the contract on a decision: on allow, the audience and
+// scopes must be within the upstream's limits, headers must be settable
+// and claims must not override registered ones; on deny, status must be
+// 401, 403 or 404 (0 becomes 403). A violation is an *Error.
+func (d *Decision) Check(lim Limits) error {
+	if !d.Allow {
+		switch d.Status {
+		case 0:
+			d.Status = http.StatusForbidden
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		default:
+			return fieldError("status", "%d is not allowed on deny; use 401, 403 or 404", d.Status)
+		}
+		return nil
+	}
+	if d.Audience == "" {
+		return fieldError("audience", "required when allow is true")
+	}
+	if !slices.Contains(lim.Audiences, d.Audience) {
+		return fieldError("audience", "%q is not in the upstream's audiences %q", d.Audience, lim.Audiences)
+	}
+	for i, s := range d.Scopes {
+		if !validScope(s) {
+			return fieldError(fmt.Sprintf("scopes[%d]", i), "%q is not a valid scope token (RFC 6749 §3.3)", s)
+		}
+		if len(lim.Scopes) > 0 && !slices.Contains(lim.Scopes, s) {
+			return fieldError(fmt.Sprintf("scopes[%d]", i), "%q is not in the upstream's scopes %q", s, lim.Scopes)
+		}
+	}
+	for k, v := range d.Headers {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fieldError("headers", "%q is not a valid header name", k)
+		}
+		if reservedHeaders[http.CanonicalHeaderKey(k)] {
+			return fieldError("headers."+k, "is set by the gateway and may not be set by the policy")
+		}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fieldError("headers."+k, "value contains CR, LF or another control character")
+		}
+	}
+	for k := range d.Claims {
+		if registeredClaims[k] {
+			return fieldError("claims."+k, "is a registered claim set by the gateway and may not be overridden")
+		}
+	}
+	return nil
+}
+
+// validScope reports whether s is an RFC 6749 §3.3 scope-token.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		return r <= 0x20 || r == '"' || r == '\\' || r >= 0x7f
+	})
+}

@@ -1,0 +1,134 @@
+// Package policy evaluates audgate's Rego policy: it compiles the modules
+// once, prepares the decision query, and turns each request's Input into a
+// checked Decision. It uses OPA's v1 packages (Rego v1 syntax).
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Path is a directory of .rego and .json files, or a bundle .tar.gz.
+	// Empty: Modules is used.
+	Path string
+	// Modules is a file system of .rego files, used when Path is empty
+	// (the embedded default policy). *_test.rego files are skipped.
+	Modules fs.FS
+	// Query is the decision reference. Default: data.audgate.decision.
+	Query string
+	// Timeout bounds one evaluation. Default: 100ms.
+	Timeout time.Duration
+}
+
+// Engine evaluates one compiled policy. It is safe for concurrent use and
+// never changes after New; a reload builds a new Engine.
+type Engine struct {
+	query   rego.PreparedEvalQuery
+	queryS  string
+	timeout time.Duration
+}
+
+// New compiles the policy and prepares the query. Compile errors name the
+// file and line.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Query == "" {
+		opts.Query = "data.audgate.decision"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 100 * time.Millisecond
+	}
+	args := []func(*rego.Rego){
+		rego.Query(opts.Query),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.StrictBuiltinErrors(true),
+	}
+	switch {
+	case opts.Path != "" && (strings.HasSuffix(opts.Path, ".tar.gz") || strings.HasSuffix(opts.Path, ".tgz")):
+		args = append(args, rego.LoadBundle(opts.Path))
+	case opts.Path != "":
+		args = append(args, rego.Load([]string{opts.Path}, skipTests))
+	case opts.Modules != nil:
+		mods, err := readModules(opts.Modules)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, mods...)
+	default:
+		return nil, errors.New("policy: no policy: set Path or Modules")
+	}
+	pq, err := rego.New(args...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: compile %s: %w", source(opts), err)
+	}
+	return &Engine{query: pq, queryS: opts.Query, timeout: opts.Timeout}, nil
+}
+
+func source(opts Options) string {
+	if opts.Path != "" {
+		return opts.Path
+	}
+	return "embedded policy"
+}
+
+// skipTests is a loader filter: true skips the file.
+func skipTests(abspath string, info fs.FileInfo, _ int) bool {
+	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+}
+
+func readModules(fsys fs.FS) ([]func(*rego.Rego), error) {
+	var mods []func(*rego.Rego)
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || path.Ext(p) != ".rego" || strings.HasSuffix(p, "_test.rego") {
+			return err
+		}
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return err
+		}
+		mods = append(mods, rego.Module(p, string(b)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: read modules: %w", err)
+	}
+	if len(mods) == 0 {
+		return nil, errors.New("policy: no .rego modules found")
+	}
+	return mods, nil
+}
+
+// Query returns the decision reference the engine evaluates.
+func (e *Engine) Query() string { return e.queryS }
+
+// Decide evaluates the policy for in. The returned Decision is decoded but
+// not yet checked against an upstream's limits (see Decision.Check). An
+// undefined decision denies; an evaluation error is an *Error.
+func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	v, err := in.Value()
+	if err != nil {
+		return Decision{}, &Error{Msg: "build input", Err: err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v))
+	if err != nil {
+		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
+	}
+	switch {
+	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+		return Decision{Reason: e.queryS + " is undefined"}, nil
+	case len(rs) > 1:
+		return Decision{}, &Error{Msg: fmt.Sprintf("%s has %d results; it must have one", e.queryS, len(rs))}
+	}
+	return decode(rs[0].Expressions[0].Value)
+}

@@ -1,0 +1,144 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Input is the document the policy sees as `input`. Its JSON form is the
+// policy contract (docs/policy.md); Value builds the same document as an
+// ast.Value directly, without a JSON round trip.
+type Input struct {
+	Request  Request  `json:"request"`
+	Route    Route    `json:"route"`
+	Upstream Upstream `json:"upstream"`
+	Token    Token    `json:"token"`
+
+	// TokenValue, when set, is Token.Value() computed earlier: the token
+	// part depends only on the verified token, so callers may build it once
+	// per token and reuse it across requests.
+	TokenValue ast.Value `json:"-"`
+}
+
+// Request describes the inbound HTTP request.
+type Request struct {
+	Method string `json:"method"`
+	// Path is exactly the path the upstream receives (before strip_prefix).
+	Path     string              `json:"path"`
+	Segments []string            `json:"segments"`
+	Query    map[string][]string `json:"query"`
+	// Headers has lower-case names, repeated values joined with ", ", and
+	// never Authorization.
+	Headers  map[string]string `json:"headers"`
+	Host     string            `json:"host"`
+	RemoteIP string            `json:"remote_ip"`
+}
+
+// Route is the configured route that matched.
+type Route struct {
+	Path     string            `json:"path"`
+	Params   map[string]string `json:"params"`
+	Upstream string            `json:"upstream"`
+}
+
+// Upstream is the route's upstream as configured.
+type Upstream struct {
+	Name        string   `json:"name"`
+	TokenSource string   `json:"token_source"`
+	Audiences   []string `json:"audiences"`
+}
+
+// Token is the caller's verified access token.
+type Token struct {
+	Issuer    string   `json:"issuer"`
+	Subject   string   `json:"subject"`
+	ClientID  string   `json:"client_id"`
+	Audience  []string `json:"audience"`
+	Scopes    []string `json:"scopes"`
+	ExpiresAt int64    `json:"expires_at"`
+	// Claims are the token's claims as JSON values (numbers as json.Number).
+	Claims map[string]any `json:"claims"`
+}
+
+// Value returns the input as an OPA value.
+func (in *Input) Value() (ast.Value, error) {
+	tok := in.TokenValue
+	if tok == nil {
+		var err error
+		if tok, err = in.Token.Value(); err != nil {
+			return nil, err
+		}
+	}
+	return ast.NewObject(
+		item("request", in.Request.value()),
+		item("route", ast.NewObject(
+			item("path", ast.String(in.Route.Path)),
+			item("params", stringMap(in.Route.Params)),
+			item("upstream", ast.String(in.Route.Upstream)),
+		)),
+		item("upstream", ast.NewObject(
+			item("name", ast.String(in.Upstream.Name)),
+			item("token_source", ast.String(in.Upstream.TokenSource)),
+			item("audiences", stringArray(in.Upstream.Audiences)),
+		)),
+		[2]*ast.Term{ast.StringTerm("token"), ast.NewTerm(tok)},
+	), nil
+}
+
+func (r *Request) value() ast.Value {
+	query := ast.NewObject()
+	for k, vs := range r.Query {
+		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
+	}
+	return ast.NewObject(
+		item("method", ast.String(r.Method)),
+		item("path", ast.String(r.Path)),
+		item("segments", stringArray(r.Segments)),
+		item("query", query),
+		item("headers", stringMap(r.Headers)),
+		item("host", ast.String(r.Host)),
+		item("remote_ip", ast.String(r.RemoteIP)),
+	)
+}
+
+// Value returns the token part of the input.
+func (t *Token) Value() (ast.Value, error) {
+	claims, err := ast.InterfaceToValue(t.Claims)
+	if err != nil {
+		return nil, fmt.Errorf("token claims: %w", err)
+	}
+	if t.Claims == nil {
+		claims = ast.NewObject()
+	}
+	return ast.NewObject(
+		item("issuer", ast.String(t.Issuer)),
+		item("subject", ast.String(t.Subject)),
+		item("client_id", ast.String(t.ClientID)),
+		item("audience", stringArray(t.Audience)),
+		item("scopes", stringArray(t.Scopes)),
+		item("expires_at", ast.Number(strconv.FormatInt(t.ExpiresAt, 10))),
+		item("claims", claims),
+	), nil
+}
+
+func item(key string, v ast.Value) [2]*ast.Term {
+	return [2]*ast.Term{ast.StringTerm(key), ast.NewTerm(v)}
+}
+
+func stringArray(ss []string) ast.Value {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.NewArray(terms...)
+}
+
+func stringMap(m map[string]string) ast.Value {
+	obj := ast.NewObject()
+	for k, v := range m {
+		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	}
+	return obj
+}

@@ -1,0 +1,228 @@
+package tokens
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	gocache "github.com/patrickmn/go-cache"
+	"golang.org/x/sync/singleflight"
+)
+
+// CacheOptions configure a Cache.
+type CacheOptions struct {
+	// MaxEntries bounds the number of cached tokens. Default: 100000.
+	MaxEntries int
+	// RefreshBeforeExpiry: a token is not served from cache in its last
+	// this-long. Default: 30s.
+	RefreshBeforeExpiry time.Duration
+	// DefaultTTL is used for a token whose expiry is unknown. Default: 60s.
+	DefaultTTL time.Duration
+	// Now is the clock, for tests. Default: time.Now.
+	Now func() time.Time
+}
+
+// Cache holds downstream tokens by key and coalesces concurrent misses for
+// one key into one source request. It is safe for concurrent use.
+type Cache struct {
+	opts  CacheOptions
+	items *gocache.Cache
+	group singleflight.Group
+}
+
+// NewCache returns an empty cache.
+func NewCache(opts CacheOptions) *Cache {
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = 100000
+	}
+	if opts.RefreshBeforeExpiry < 0 {
+		opts.RefreshBeforeExpiry = 0
+	}
+	if opts.DefaultTTL <= 0 {
+		opts.DefaultTTL = 60 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Cache{opts: opts, items: gocache.New(gocache.NoExpiration, time.Minute)}
+}
+
+// Entry says how one source's tokens are cached.
+type Entry struct {
+	// Name is the source's name; it is part of every key.
+	Name string
+	// Source fills misses.
+	Source Source
+	// PerCaller: tokens depend on the caller's token (token exchange,
+	// self-signed), so the key includes its hash.
+	PerCaller bool
+	// Timeout bounds one shared source request. Default: 10s.
+	Timeout time.Duration
+}
+
+// Outcome says how a token was obtained, for logs and metrics.
+type Outcome string
+
+// Outcomes of Cache.Token.
+const (
+	OutcomeHit    Outcome = "hit"
+	OutcomeMiss   Outcome = "miss"
+	OutcomeShared Outcome = "shared" // waited for another caller's miss
+	OutcomeError  Outcome = "error"
+)
+
+// cached is a token with the time until which it may be served.
+type cached struct {
+	tok   Token
+	until time.Time
+}
+
+// Token returns a token for req from the cache or, on a miss, from the
+// entry's source. Concurrent misses for one key share one source request,
+// which runs under the entry's timeout rather than any one caller's
+// context; a caller whose ctx ends stops waiting.
+func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outcome, error) {
+	key, err := c.key(e, req)
+	if err != nil {
+		return Token{}, OutcomeError, err
+	}
+	if tok, ok := c.lookup(key); ok {
+		return tok, OutcomeHit, nil
+	}
+	ch := c.group.DoChan(key, func() (any, error) {
+		// A caller that missed just before another's fetch finished must
+		// not fetch again.
+		if tok, ok := c.lookup(key); ok {
+			return tok, nil
+		}
+		timeout := e.Timeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		tok, err := e.Source.Token(fctx, req)
+		if err != nil {
+			return nil, err
+		}
+		c.store(key, tok, e.PerCaller, req)
+		return tok, nil
+	})
+	select {
+	case <-ctx.Done():
+		return Token{}, OutcomeError, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, OutcomeError, r.Err
+		}
+		if r.Shared {
+			return r.Val.(Token), OutcomeShared, nil
+		}
+		return r.Val.(Token), OutcomeMiss, nil
+	}
+}
+
+func (c *Cache) lookup(key string) (Token, bool) {
+	if v, ok := c.items.Get(key); ok {
+		if ent := v.(*cached); c.opts.Now().Before(ent.until) {
+			return ent.tok, true
+		}
+	}
+	return Token{}, false
+}
+
+// Forget drops the cached token for req, e.g. after the upstream answered
+// 401 to it.
+func (c *Cache) Forget(e *Entry, req *Request) {
+	if key, err := c.key(e, req); err == nil {
+		c.items.Delete(key)
+	}
+}
+
+// Len returns the number of cached tokens, expired ones included until the
+// janitor removes them.
+func (c *Cache) Len() int { return c.items.ItemCount() }
+
+// usableUntil is min(expiry − refresh_before_expiry, the caller's exp);
+// the caller's exp counts only for tokens made for that caller.
+func (c *Cache) usableUntil(now time.Time, tok Token, perCaller bool, req *Request) time.Time {
+	exp := tok.Expiry
+	if exp.IsZero() {
+		exp = now.Add(c.opts.DefaultTTL)
+	}
+	until := exp.Add(-c.opts.RefreshBeforeExpiry)
+	if perCaller && !req.SubjectExpiry.IsZero() && req.SubjectExpiry.Before(until) {
+		until = req.SubjectExpiry
+	}
+	return until
+}
+
+func (c *Cache) store(key string, tok Token, perCaller bool, req *Request) {
+	now := c.opts.Now()
+	until := c.usableUntil(now, tok, perCaller, req)
+	ttl := until.Sub(now)
+	if ttl <= 0 {
+		// Already past its usable life: use it for this request only. A
+		// zero or negative TTL must never reach go-cache (negative means
+		// forever there).
+		return
+	}
+	if c.items.ItemCount() >= c.opts.MaxEntries {
+		c.evict()
+	}
+	// Token rechecks until on every hit against the injected clock; the
+	// go-cache TTL only frees the memory.
+	c.items.Set(key, &cached{tok: tok, until: until}, ttl)
+}
+
+// evict makes room: expired entries first, then about a tenth of the rest.
+func (c *Cache) evict() {
+	c.items.DeleteExpired()
+	n := c.items.ItemCount() - c.opts.MaxEntries + 1
+	if n <= 0 {
+		return
+	}
+	n += c.opts.MaxEntries / 10
+	for k := range c.items.Items() {
+		if n <= 0 {
+			return
+		}
+		c.items.Delete(k)
+		n--
+	}
+}
+
+// key is SHA-256 over length-prefixed fields, so no choice of names,
+// audiences or scopes can collide with another, and no secret or raw
+// token is part of it.
+func (c *Cache) key(e *Entry, req *Request) (string, error) {
+	var buf [512]byte
+	b := buf[:0]
+	b = appendField(b, e.Name)
+	b = appendField(b, req.Audience)
+	scopes := NormalizeScopes(req.Scopes)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(scopes)))
+	for _, s := range scopes {
+		b = appendField(b, s)
+	}
+	if e.PerCaller {
+		b = append(b, req.SubjectTokenHash[:]...)
+		if len(req.Claims) > 0 {
+			claims, err := json.Marshal(req.Claims) // map keys are sorted
+			if err != nil {
+				return "", fmt.Errorf("tokens: claims: %w", err)
+			}
+			b = appendField(b, string(claims))
+		}
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:]), nil
+}
+
+func appendField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}

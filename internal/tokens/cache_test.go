@@ -1,0 +1,287 @@
+package tokens
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingSource hands out numbered tokens and counts calls.
+type countingSource struct {
+	calls  atomic.Int64
+	expiry func(now time.Time) time.Time
+	err    error
+	delay  time.Duration
+	now    func() time.Time
+}
+
+func (s *countingSource) Token(ctx context.Context, req *Request) (Token, error) {
+	n := s.calls.Add(1)
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+	}
+	if s.err != nil {
+		return Token{}, s.err
+	}
+	var exp time.Time
+	if s.expiry != nil {
+		exp = s.expiry(s.now())
+	}
+	return Token{Value: fmt.Sprintf("tok-%d-%s-%s-%v", n, req.Subject, req.Audience, req.Scopes), Expiry: exp}, nil
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+
+func userReq(sub string, clock *fakeClock, scopes ...string) *Request {
+	tok := "inbound-" + sub
+	return &Request{Audience: "https://orders", Scopes: scopes, Subject: sub, SubjectToken: tok,
+		SubjectTokenHash: sha256.Sum256([]byte(tok)), SubjectExpiry: clock.Now().Add(time.Hour)}
+}
+
+func TestCacheKeyDistinct(t *testing.T) {
+	c := NewCache(CacheOptions{})
+	per := &Entry{Name: "idp", PerCaller: true}
+	shared := &Entry{Name: "m2m"}
+	clock := newClock()
+	base := func() *Request { return userReq("alice", clock, "read") }
+	tests := []struct {
+		name string
+		e1   *Entry
+		r1   *Request
+		e2   *Entry
+		r2   *Request
+		same bool
+	}{
+		{"scope order", per, userReq("alice", clock, "write", "read"), per, userReq("alice", clock, "read", "write"), true},
+		{"scope duplicates", per, userReq("alice", clock, "read", "read"), per, userReq("alice", clock, "read"), true},
+		{"read vs read+write", per, userReq("alice", clock, "read"), per, userReq("alice", clock, "read", "write"), false},
+		{"different callers", per, userReq("alice", clock, "read"), per, userReq("bob", clock, "read"), false},
+		{"shared source ignores the caller", shared, userReq("alice", clock, "read"), shared, userReq("bob", clock, "read"), true},
+		{"source name", per, base(), &Entry{Name: "idp2", PerCaller: true}, base(), false},
+		{"audience vs scope boundary", per, &Request{Audience: "a|b", Scopes: []string{"c"}}, per, &Request{Audience: "a", Scopes: []string{"b|c"}}, false},
+		{"name vs audience boundary", &Entry{Name: "ab"}, &Request{Audience: "c"}, &Entry{Name: "a"}, &Request{Audience: "bc"}, false},
+		{"scope split", per, &Request{Audience: "a", Scopes: []string{"b c"}}, per, &Request{Audience: "a", Scopes: []string{"b", "c"}}, false},
+		{"claims differ", per, &Request{Audience: "a", Claims: map[string]any{"t": "x"}}, per, &Request{Audience: "a", Claims: map[string]any{"t": "y"}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k1, err1 := c.key(tc.e1, tc.r1)
+			k2, err2 := c.key(tc.e2, tc.r2)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if got := k1 == k2; got != tc.same {
+				t.Errorf("same key = %v, want %v", got, tc.same)
+			}
+		})
+	}
+}
+
+func TestCacheKeyHasNoSecretOrToken(t *testing.T) {
+	c := NewCache(CacheOptions{})
+	req := &Request{Audience: "aud", SubjectToken: "eyJraw.token.value"}
+	k, _ := c.key(&Entry{Name: "idp", PerCaller: true}, req)
+	if len(k) != sha256.Size {
+		t.Fatalf("key length %d, want a SHA-256", len(k))
+	}
+}
+
+func TestCacheLifetime(t *testing.T) {
+	tests := []struct {
+		name      string
+		expiresIn time.Duration // 0: no expiry
+		subject   time.Duration // the caller's token lives this long
+		advance   time.Duration
+		wantCalls int64
+	}{
+		{name: "fresh hit", expiresIn: 5 * time.Minute, subject: time.Hour, advance: time.Minute, wantCalls: 1},
+		{name: "within refresh window", expiresIn: 5 * time.Minute, subject: time.Hour, advance: 4*time.Minute + 31*time.Second, wantCalls: 2},
+		{name: "caller's exp caps", expiresIn: time.Hour, subject: 2 * time.Minute, advance: 2*time.Minute + time.Second, wantCalls: 2},
+		{name: "expiry unknown: default ttl", expiresIn: 0, subject: time.Hour, advance: 29 * time.Second, wantCalls: 1},
+		{name: "expiry unknown: past default ttl", expiresIn: 0, subject: time.Hour, advance: 31 * time.Second, wantCalls: 2},
+		{name: "shorter than refresh window: never cached", expiresIn: 10 * time.Second, subject: time.Hour, advance: 0, wantCalls: 2},
+		{name: "already expired: never cached", expiresIn: -time.Minute, subject: time.Hour, advance: 0, wantCalls: 2},
+		{name: "very long", expiresIn: 100000 * time.Hour, subject: time.Hour, advance: 59 * time.Minute, wantCalls: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newClock()
+			src := &countingSource{now: clock.Now}
+			if tc.expiresIn != 0 {
+				src.expiry = func(now time.Time) time.Time { return now.Add(tc.expiresIn) }
+			}
+			c := NewCache(CacheOptions{RefreshBeforeExpiry: 30 * time.Second, DefaultTTL: 60 * time.Second, Now: clock.Now})
+			e := &Entry{Name: "idp", Source: src, PerCaller: true}
+			req := userReq("alice", clock, "read")
+			req.SubjectExpiry = clock.Now().Add(tc.subject)
+			if _, _, err := c.Token(context.Background(), e, req); err != nil {
+				t.Fatal(err)
+			}
+			clock.Add(tc.advance)
+			if _, _, err := c.Token(context.Background(), e, req); err != nil {
+				t.Fatal(err)
+			}
+			if got := src.calls.Load(); got != tc.wantCalls {
+				t.Errorf("source calls = %d, want %d", got, tc.wantCalls)
+			}
+		})
+	}
+}
+
+func TestCacheCoalesces(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, delay: 50 * time.Millisecond, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	var alice sync.Map
+	for i := range 500 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			tok, _, err := c.Token(context.Background(), e, userReq("alice", clock, "read"))
+			if err == nil && !containsSub(tok.Value, "alice") {
+				err = fmt.Errorf("caller %d got %q", i, tok.Value)
+			}
+			alice.Store(tok.Value, true)
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			sub := fmt.Sprintf("user%d", i%10)
+			tok, _, err := c.Token(context.Background(), e, userReq(sub, clock, "read"))
+			if err == nil && !containsSub(tok.Value, sub) {
+				err = fmt.Errorf("caller %s got %q", sub, tok.Value)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	alice.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("alice's callers received %d different tokens, want 1", n)
+	}
+	if got := src.calls.Load(); got != 11 {
+		t.Errorf("source calls = %d, want 11 (one per key)", got)
+	}
+}
+
+// containsSub reports whether a countingSource token was made for sub.
+func containsSub(v, sub string) bool {
+	var n int
+	var rest string
+	if _, err := fmt.Sscanf(v, "tok-%d-%s", &n, &rest); err != nil {
+		return false
+	}
+	return len(rest) > len(sub) && rest[:len(sub)+1] == sub+"-"
+}
+
+func TestCacheErrorsAreNotCached(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, err: errors.New("idp down")}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	for range 3 {
+		if _, _, err := c.Token(context.Background(), e, userReq("alice", clock)); err == nil {
+			t.Fatal("want an error")
+		}
+	}
+	if got := src.calls.Load(); got != 3 {
+		t.Errorf("source calls = %d, want 3", got)
+	}
+	if c.Len() != 0 {
+		t.Errorf("cache holds %d entries after failures", c.Len())
+	}
+}
+
+func TestCacheSharedFetchOutlivesCaller(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, delay: 100 * time.Millisecond, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Token(ctx, e, userReq("alice", clock)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the caller's deadline", err)
+	}
+	// The fetch went on under its own timeout and filled the cache.
+	time.Sleep(200 * time.Millisecond)
+	if _, out, err := c.Token(context.Background(), e, userReq("alice", clock)); err != nil || out != OutcomeHit {
+		t.Fatalf("outcome %s, err %v; want a hit", out, err)
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{MaxEntries: 100, Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	for i := range 1000 {
+		if _, _, err := c.Token(context.Background(), e, userReq(fmt.Sprint("u", i), clock)); err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() > 100 {
+			t.Fatalf("cache holds %d entries, bound is 100", c.Len())
+		}
+	}
+}
+
+func TestCacheForget(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	req := userReq("alice", clock)
+	_, _, _ = c.Token(context.Background(), e, req)
+	c.Forget(e, req)
+	if _, out, _ := c.Token(context.Background(), e, req); out != OutcomeMiss {
+		t.Errorf("outcome after Forget = %s, want miss", out)
+	}
+}
+
+func BenchmarkCacheHit(b *testing.B) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	req := userReq("alice", clock, "orders:read", "orders:write")
+	ctx := context.Background()
+	if _, _, err := c.Token(ctx, e, req); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, out, _ := c.Token(ctx, e, req); out != OutcomeHit {
+			b.Fatal(out)
+		}
+	}
+}

@@ -1,0 +1,240 @@
+// Package config loads and validates audgate's YAML configuration file.
+//
+// The file is YAML; ${NAME} in any scalar value expands from the
+// environment so that secrets need not be written in the file. Durations
+// are Go durations ("30s"). Unknown keys are an error. Every error names
+// the field path, e.g. `upstreams[1].token_source: "m2m" is not a defined
+// token source`.
+package config
+
+import "time"
+
+// Config is the whole configuration file. It is read-only once Load returns.
+type Config struct {
+	Server       Server        `yaml:"server"`
+	Inbound      Inbound       `yaml:"inbound"`
+	Policy       Policy        `yaml:"policy"`
+	TokenSources []TokenSource `yaml:"token_sources"`
+	Upstreams    []Upstream    `yaml:"upstreams"`
+	Routes       []Route       `yaml:"routes"`
+	Cache        Cache         `yaml:"cache"`
+}
+
+// Server configures the gateway and admin listeners.
+type Server struct {
+	// Listen is the gateway's address. Default: 0.0.0.0:8080.
+	Listen string `yaml:"listen"`
+	// AdminListen serves /healthz, /readyz and /metrics. Default:
+	// 127.0.0.1:9090. "off" disables the admin listener.
+	AdminListen string `yaml:"admin_listen"`
+	// ReadHeaderTimeout bounds reading a request's headers. Default: 5s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client keep-alive connections. Default: 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout bounds how long in-flight requests may finish after
+	// SIGTERM. Default: 15s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MaxHeaderBytes is the largest request header block, in bytes; larger
+	// requests get 431. Default: 16384.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes is the largest request body, in bytes; larger requests
+	// get 413. Default: 10485760 (10 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// StripInboundHeaders are removed from every inbound request before the
+	// policy sees it. Glob patterns (* only), case-insensitive. Default:
+	// X-User-*, X-Forwarded-User, X-Original-URL, X-Rewrite-URL,
+	// X-HTTP-Method-Override; an empty list ([]) strips nothing.
+	StripInboundHeaders []string `yaml:"strip_inbound_headers"`
+}
+
+// Inbound configures validation of the callers' access tokens.
+type Inbound struct {
+	// Issuers whose tokens the gateway accepts. At least one is required.
+	Issuers []Issuer `yaml:"issuers"`
+	// JWKSRefreshInterval is how often each issuer's JWKS is refetched in the
+	// background. Default: 15m.
+	JWKSRefreshInterval Duration `yaml:"jwks_refresh_interval"`
+	// JWKSMinRefetchInterval is the shortest time between two refetches
+	// caused by an unknown kid. Default: 10s.
+	JWKSMinRefetchInterval Duration `yaml:"jwks_min_refetch_interval"`
+	// VerifiedCacheSize bounds the number of verified tokens remembered by
+	// their SHA-256 until they expire. Default: 100000.
+	VerifiedCacheSize int `yaml:"verified_cache_size"`
+}
+
+// Issuer is one trusted token issuer.
+type Issuer struct {
+	// Issuer must equal the token's iss exactly. Required.
+	Issuer string `yaml:"issuer"`
+	// Audiences: the token's aud must contain one of them. Required.
+	Audiences []string `yaml:"audiences"`
+	// JWKSURI overrides discovery. Default: jwks_uri from the issuer's
+	// /.well-known/openid-configuration.
+	JWKSURI string `yaml:"jwks_uri"`
+	// Algorithms allow-lists the JWS alg. none and HS* are refused. Default:
+	// RS256, ES256, EdDSA.
+	Algorithms []string `yaml:"algorithms"`
+	// Leeway tolerates clock skew on exp, nbf and iat. Default: 30s; at most 5m.
+	Leeway Duration `yaml:"leeway"`
+	// Typ lists accepted JOSE typ header values, compared case-insensitively,
+	// "" meaning absent. Default: at+jwt, application/at+jwt, JWT, "".
+	Typ []string `yaml:"typ"`
+}
+
+// Policy configures the Rego policy.
+type Policy struct {
+	// Path is a directory of .rego and .json files. Default: the embedded
+	// policies.
+	Path string `yaml:"path"`
+	// Query is the decision's Rego reference. Default: data.audgate.decision.
+	Query string `yaml:"query"`
+	// Watch reloads the policy when Path changes; a broken policy keeps the
+	// last good one. Default: false.
+	Watch bool `yaml:"watch"`
+	// Timeout bounds one evaluation. Default: 100ms.
+	Timeout Duration `yaml:"timeout"`
+	// DecisionLog configures the decision log.
+	DecisionLog DecisionLog `yaml:"decision_log"`
+	// OPA is OPA's own configuration, for its plugins (bundles, decision
+	// logs, status). Default: none.
+	OPA map[string]any `yaml:"opa"`
+}
+
+// DecisionLog configures the one-line-per-decision log.
+type DecisionLog struct {
+	// Output is stdout, a file path, or off. Default: stdout.
+	Output string `yaml:"output"`
+	// Mask lists JSON pointers removed from the logged input, e.g.
+	// /token/claims/email. Default: none.
+	Mask []string `yaml:"mask"`
+}
+
+// Token source types.
+const (
+	SourceTokenExchange     = "token_exchange"
+	SourceClientCredentials = "client_credentials"
+	SourceSelfSigned        = "self_signed"
+)
+
+// TokenSource is where downstream tokens come from.
+type TokenSource struct {
+	// Name is how upstreams refer to this source. Required, unique.
+	Name string `yaml:"name"`
+	// Type is token_exchange, client_credentials or self_signed. Required.
+	Type string `yaml:"type"`
+	// Issuer: for token_exchange and client_credentials, the IdP's issuer,
+	// used to discover token_endpoint; for self_signed, the iss of the
+	// tokens audgate signs (required).
+	Issuer string `yaml:"issuer"`
+	// TokenEndpoint overrides discovery from Issuer.
+	TokenEndpoint string `yaml:"token_endpoint"`
+	// ClientID authenticates audgate at the IdP.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret authenticates audgate at the IdP; use ${ENV}.
+	ClientSecret Secret `yaml:"client_secret"`
+	// ClientAuth is client_secret_basic, client_secret_post or
+	// private_key_jwt. Default: client_secret_basic.
+	ClientAuth string `yaml:"client_auth"`
+	// PrivateKeyFile signs client assertions for private_key_jwt.
+	PrivateKeyFile string `yaml:"private_key_file"`
+	// AudienceParam is how the audience is sent: audience, resource or
+	// both. Default: audience.
+	AudienceParam string `yaml:"audience_param"`
+	// SubjectTokenType is RFC 8693's subject_token_type. Default:
+	// urn:ietf:params:oauth:token-type:access_token.
+	SubjectTokenType string `yaml:"subject_token_type"`
+	// RequestedTokenType is RFC 8693's requested_token_type. Default:
+	// urn:ietf:params:oauth:token-type:access_token.
+	RequestedTokenType string `yaml:"requested_token_type"`
+	// Timeout bounds one request to the IdP. Default: 5s.
+	Timeout Duration `yaml:"timeout"`
+	// SigningKeys (self_signed) is a directory of PEM or JWK private keys,
+	// or one file; the newest signs, all are published. Default: an
+	// ephemeral key, with a warning.
+	SigningKeys string `yaml:"signing_keys"`
+	// Algorithm (self_signed) signs the tokens: ES256, ES384, RS256, PS256
+	// or EdDSA. Default: ES256.
+	Algorithm string `yaml:"algorithm"`
+	// TTL (self_signed) is the tokens' lifetime, never past the inbound
+	// token's exp. Default: 5m.
+	TTL Duration `yaml:"ttl"`
+}
+
+// Upstream is one downstream service.
+type Upstream struct {
+	// Name is how routes refer to this upstream. Required, unique.
+	Name string `yaml:"name"`
+	// URL is the upstream's base URL, http or https. Required.
+	URL string `yaml:"url"`
+	// TokenSource names the source of this upstream's tokens. Required.
+	TokenSource string `yaml:"token_source"`
+	// Audiences are the only audiences a decision may ask for. Required.
+	Audiences []string `yaml:"audiences"`
+	// Scopes, when set, are the only scopes a decision may ask for.
+	Scopes []string `yaml:"scopes"`
+	// Timeout bounds the upstream's response headers. Default: 30s.
+	Timeout Duration `yaml:"timeout"`
+	// MaxIdleConns is how many idle keep-alive connections are kept to this
+	// upstream. Default: 256; 0 also means the default.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+	// TLS configures (m)TLS to the upstream.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures the client side of TLS to an upstream.
+type TLS struct {
+	// CAFile is a PEM bundle of roots. Default: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate for mTLS. Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Route maps requests to an upstream.
+type Route struct {
+	// Path uses Echo syntax: /orders/:id, /orders/*. Required.
+	Path string `yaml:"path"`
+	// Methods the route accepts. Default: all.
+	Methods []string `yaml:"methods"`
+	// Upstream names the upstream. Required.
+	Upstream string `yaml:"upstream"`
+	// StripPrefix is removed from the path sent upstream. Default: "".
+	StripPrefix string `yaml:"strip_prefix"`
+}
+
+// Cache configures the downstream token cache.
+type Cache struct {
+	// MaxEntries bounds the number of cached downstream tokens. Default: 100000.
+	MaxEntries int `yaml:"max_entries"`
+	// RefreshBeforeExpiry: a cached token is not used in its last this-long.
+	// Default: 30s.
+	RefreshBeforeExpiry Duration `yaml:"refresh_before_expiry"`
+	// DefaultTTL applies when the IdP sends no expires_in. Default: 60s.
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// NegativeTTL: an IdP refusal is remembered this long per key; 0 turns
+	// it off. Default: 5s.
+	NegativeTTL Duration `yaml:"negative_ttl"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Secret is a string that never prints: fmt and logs show "[redacted]".
+type Secret string
+
+// String hides the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the value from %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// Value returns the secret itself.
+func (s Secret) Value() string { return string(s) }

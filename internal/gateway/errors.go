@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/audgate/audgate/internal/authn"
+	"github.com/audgate/audgate/internal/policy"
+	"github.com/audgate/audgate/internal/proxy"
+	"github.com/audgate/audgate/internal/tokens"
+)
+
+// denyError is a policy deny: status from the decision, reason for the
+// client.
+type denyError struct {
+	status int
+	reason string
+}
+
+func (e *denyError) Error() string { return "policy denied: " + e.reason }
+
+// pathError is a non-canonical request path.
+type pathError struct{ err error }
+
+func (e *pathError) Error() string { return "path not canonical: " + e.err.Error() }
+func (e *pathError) Unwrap() error { return e.err }
+
+// tooLargeError is an oversize header block or body.
+type tooLargeError struct {
+	status int
+	what   string
+}
+
+func (e *tooLargeError) Error() string { return e.what }
+
+// response is what one error becomes on the wire.
+type response struct {
+	status     int
+	code       string
+	desc       string
+	challenge  string // WWW-Authenticate
+	retryAfter string
+	level      slog.Level
+}
+
+// errorBody is the JSON error every failed request gets.
+type errorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+	RequestID        string `json:"request_id"`
+}
+
+// classify maps an error from any stage to its HTTP response. It is the
+// only place that decides statuses for errors; anything it does not
+// recognise is a 500, so a new failure fails closed.
+func classify(err error) response {
+	var (
+		deny   *denyError
+		pathE  *pathError
+		large  *tooLargeError
+		authnE *authn.Error
+		he     *echo.HTTPError
+		mbe    *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &pathE):
+		return response{status: 400, code: "invalid_request", desc: pathE.err.Error(), level: slog.LevelInfo}
+	case errors.As(err, &large):
+		return response{status: large.status, code: "request_too_large", desc: large.what, level: slog.LevelInfo}
+	case errors.As(err, &mbe):
+		return response{status: 413, code: "request_too_large", desc: "request body is too large", level: slog.LevelInfo}
+	case errors.Is(err, errNoToken), errors.Is(err, errWrongScheme), errors.Is(err, errTwoAuthz), errors.Is(err, errTokenInQuery):
+		return response{status: 401, code: "unauthorized", desc: err.Error(), challenge: `Bearer realm="audgate"`, level: slog.LevelInfo}
+	case errors.Is(err, errMalformedAuth):
+		return response{status: 401, code: "invalid_token", desc: err.Error(), challenge: challenge("invalid_token", err.Error()), level: slog.LevelInfo}
+	case errors.Is(err, authn.ErrKeysUnavailable):
+		return response{status: 503, code: "temporarily_unavailable", desc: "the token issuer's keys are not available", retryAfter: "5", level: slog.LevelError}
+	case errors.As(err, &authnE) || errors.Is(err, authn.ErrInvalidToken):
+		desc := "the access token is not valid"
+		if authnE != nil {
+			desc = authnE.Reason
+		}
+		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
+	case errors.Is(err, tokens.ErrSubjectExpired):
+		return response{status: 401, code: "invalid_token", desc: "token expired", challenge: challenge("invalid_token", "token expired"), level: slog.LevelInfo}
+	case errors.As(err, &deny):
+		return denyResponse(deny)
+	case errors.Is(err, policy.ErrPolicy):
+		return response{status: 500, code: "policy_error", desc: "the policy could not decide", level: slog.LevelError}
+	case errors.Is(err, proxy.ErrTimeout):
+		return response{status: 504, code: "upstream_timeout", desc: "the upstream did not answer in time", level: slog.LevelWarn}
+	case errors.Is(err, proxy.ErrUnavailable):
+		return response{status: 502, code: "bad_gateway", desc: "the upstream could not be reached", level: slog.LevelWarn}
+	case errors.Is(err, context.Canceled):
+		return response{status: 499, code: "client_closed_request", desc: "the client went away", level: slog.LevelInfo}
+	case errors.As(err, &he):
+		return echoResponse(he)
+	}
+	return response{status: 500, code: "internal_error", desc: "internal error", level: slog.LevelError}
+}
+
+func denyResponse(d *denyError) response {
+	r := response{status: d.status, desc: d.reason, level: slog.LevelInfo}
+	switch d.status {
+	case http.StatusUnauthorized:
+		r.code = "invalid_token"
+		r.challenge = challenge("invalid_token", d.reason)
+	case http.StatusNotFound:
+		r.code = "not_found"
+	default:
+		r.code = "insufficient_scope"
+		r.challenge = challenge("insufficient_scope", d.reason)
+	}
+	return r
+}
+
+func echoResponse(he *echo.HTTPError) response {
+	switch he.Code {
+	case http.StatusNotFound:
+		return response{status: 404, code: "not_found", desc: "no route for this path", level: slog.LevelInfo}
+	case http.StatusMethodNotAllowed:
+		return response{status: 405, code: "method_not_allowed", desc: "the route does not accept this method", level: slog.LevelInfo}
+	}
+	return response{status: 500, code: "internal_error", desc: "internal error", level: slog.LevelError}
+}
+
+// challenge builds an RFC 6750 §3 WWW-Authenticate value.
+func challenge(code, desc string) string {
+	return `Bearer realm="audgate", error="` + code + `", error_description="` + quoteSafe(desc) + `"`
+}
+
+// quoteSafe keeps desc within RFC 6750's error_description characters
+// (%x20-21 / %x23-5B / %x5D-7E).
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '\''
+		}
+		return r
+	}, s)
+}
+
+// writeError sends err's response and logs it with what went wrong. The
+// log carries the full error chain; the response only the safe
+// description. Nothing is written if the response has started.
+func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	res := classify(err)
+	id := requestID(r)
+	g.log.Log(r.Context(), res.level, "request failed",
+		"request_id", id, "method", r.Method, "path", r.URL.Path, "status", res.status,
+		"error", res.code, "cause", err.Error())
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Request-Id", id)
+	if res.challenge != "" {
+		h.Set("WWW-Authenticate", res.challenge)
+	}
+	if res.retryAfter != "" {
+		h.Set("Retry-After", res.retryAfter)
+	}
+	w.WriteHeader(res.status)
+	_ = json.NewEncoder(w).Encode(errorBody{Error: res.code, ErrorDescription: res.desc, RequestID: id})
+}

@@ -1,0 +1,267 @@
+// Package gateway serves audgate's request path: canonical path, route,
+// authentication (RFC 6750 bearer tokens), policy decision, downstream
+// token and reverse proxy. Every error, from any stage, reaches the client
+// through one mapping function (classify), and none of them proxies.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/audgate/audgate/internal/authn"
+	"github.com/audgate/audgate/internal/config"
+	"github.com/audgate/audgate/internal/policy"
+	"github.com/audgate/audgate/internal/proxy"
+	"github.com/audgate/audgate/internal/telemetry"
+	"github.com/audgate/audgate/internal/tokens"
+	"github.com/audgate/audgate/policies"
+)
+
+// Options are what the gateway needs besides its configuration.
+type Options struct {
+	// Logger receives the gateway's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// HTTPClient fetches issuers' discovery documents and JWKS. Default:
+	// a client with a 10s timeout.
+	HTTPClient *http.Client
+	// Now is the clock, for tests. Default: time.Now.
+	Now func() time.Time
+}
+
+// Gateway is one configured gateway. It is read-only after New.
+type Gateway struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	verifier *authn.Verifier
+	policy   *policy.Engine
+	cache    *tokens.Cache
+	metrics  *telemetry.Metrics
+	strip    *headerMatcher
+	echo     *echo.Echo
+	selfKeys []*tokens.SelfSigned
+	ups      map[string]*upstream
+}
+
+// upstream is one configured upstream with its proxy and token source.
+type upstream struct {
+	name   string
+	cfg    config.Upstream
+	proxy  *proxy.Upstream
+	entry  *tokens.Entry
+	limits policy.Limits
+}
+
+// New builds every stage from cfg: issuers' key sets start loading in the
+// background (Ready reports them), the policy is compiled, token sources
+// and upstream proxies are built, and routes are registered. ctx bounds
+// background work such as JWKS refresh.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if len(cfg.Policy.OPA) > 0 {
+		return nil, errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
+	}
+	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders), ups: map[string]*upstream{}}
+	var err error
+	if g.verifier, err = authn.New(ctx, authnOptions(cfg, opts)); err != nil {
+		return nil, fmt.Errorf("inbound: %w", err)
+	}
+	if g.policy, err = policy.New(ctx, policy.Options{
+		Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D(),
+	}); err != nil {
+		return nil, err
+	}
+	g.cache = tokens.NewCache(tokens.CacheOptions{
+		MaxEntries:          cfg.Cache.MaxEntries,
+		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
+		DefaultTTL:          cfg.Cache.DefaultTTL.D(),
+		Now:                 opts.Now,
+	})
+	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
+	entries, err := g.buildSources(opts)
+	if err != nil {
+		return nil, err
+	}
+	for i, uc := range cfg.Upstreams {
+		u, err := g.buildUpstream(uc, entries[uc.TokenSource])
+		if err != nil {
+			return nil, fmt.Errorf("upstreams[%d]: %w", i, err)
+		}
+		g.ups[uc.Name] = u
+	}
+	g.echo = g.buildRouter()
+	return g, nil
+}
+
+func authnOptions(cfg *config.Config, opts Options) authn.Options {
+	ao := authn.Options{
+		RefreshInterval:    cfg.Inbound.JWKSRefreshInterval.D(),
+		MinRefetchInterval: cfg.Inbound.JWKSMinRefetchInterval.D(),
+		CacheSize:          cfg.Inbound.VerifiedCacheSize,
+		HTTPClient:         opts.HTTPClient,
+		Logger:             opts.Logger,
+		Now:                opts.Now,
+	}
+	for _, is := range cfg.Inbound.Issuers {
+		ao.Issuers = append(ao.Issuers, authn.IssuerConfig{
+			Issuer: is.Issuer, Audiences: is.Audiences, JWKSURI: is.JWKSURI,
+			Algorithms: is.Algorithms, Leeway: is.Leeway.D(), Typ: is.Typ,
+		})
+	}
+	return ao
+}
+
+func (g *Gateway) buildSources(opts Options) (map[string]*tokens.Entry, error) {
+	entries := map[string]*tokens.Entry{}
+	for i, sc := range g.cfg.TokenSources {
+		var (
+			src       tokens.Source
+			perCaller bool
+		)
+		switch sc.Type {
+		case config.SourceSelfSigned:
+			s, err := tokens.NewSelfSigned(tokens.SelfSignedOptions{
+				Name: sc.Name, Issuer: sc.Issuer, Algorithm: sc.Algorithm, TTL: sc.TTL.D(),
+				KeysPath: sc.SigningKeys, Logger: opts.Logger, Now: opts.Now,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
+			}
+			src, perCaller = s, true
+			g.selfKeys = append(g.selfKeys, s)
+		default:
+			return nil, fmt.Errorf("token_sources[%d].type: %q is not supported by this version; use self_signed", i, sc.Type)
+		}
+		entries[sc.Name] = &tokens.Entry{Name: sc.Name, Source: src, PerCaller: perCaller, Timeout: sc.Timeout.D()}
+	}
+	return entries, nil
+}
+
+func (g *Gateway) buildUpstream(uc config.Upstream, entry *tokens.Entry) (*upstream, error) {
+	if entry == nil {
+		return nil, fmt.Errorf("token_source: %q is not defined", uc.TokenSource)
+	}
+	target, err := url.Parse(uc.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	tlsCfg, err := upstreamTLS(uc.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	p, err := proxy.New(proxy.Options{
+		Name: uc.Name, URL: target, Timeout: uc.Timeout.D(), MaxIdleConns: uc.MaxIdleConns,
+		TLS: tlsCfg, ErrorHandler: g.writeError,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &upstream{name: uc.Name, cfg: uc, proxy: p, entry: entry,
+		limits: policy.Limits{Audiences: uc.Audiences, Scopes: uc.Scopes}}, nil
+}
+
+func upstreamTLS(c config.TLS) (*tls.Config, error) {
+	if c.CAFile == "" && c.CertFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// Handler returns the gateway's HTTP handler.
+func (g *Gateway) Handler() http.Handler { return g.echo }
+
+// AdminHandler serves /healthz, /readyz and /metrics.
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if err := g.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Ready reports whether the gateway can serve: the policy is compiled (New
+// did that) and every issuer's keys have been fetched once.
+func (g *Gateway) Ready() error { return g.verifier.Ready() }
+
+// Close releases idle upstream connections.
+func (g *Gateway) Close() {
+	for _, u := range g.ups {
+		u.proxy.Close()
+	}
+}
+
+// wellKnown serves the self-signed sources' keys and a discovery document,
+// so upstreams can verify audgate's tokens with any OIDC library.
+func (g *Gateway) wellKnown() (jwks, discovery []byte, err error) {
+	type key = map[string]any
+	var keys []any
+	for _, s := range g.selfKeys {
+		set := s.PublicKeys()
+		for i := range set.Len() {
+			k, _ := set.Key(i)
+			keys = append(keys, k)
+		}
+	}
+	if jwks, err = json.Marshal(key{"keys": keys}); err != nil {
+		return nil, nil, err
+	}
+	first := g.selfKeys[0]
+	discovery, err = json.Marshal(key{
+		"issuer":                                first.Issuer(),
+		"jwks_uri":                              trimSlash(first.Issuer()) + "/.well-known/jwks.json",
+		"id_token_signing_alg_values_supported": []string{first.Algorithm()},
+	})
+	return jwks, discovery, err
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}

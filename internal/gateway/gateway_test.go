@@ -1,0 +1,404 @@
+package gateway
+
+import (
+	"bufio"
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// gatewayKeys fetches the gateway's published JWKS over HTTP.
+func (e *env) gatewayKeys(t *testing.T) jwk.Set {
+	t.Helper()
+	resp := e.do(t, "GET", "/.well-known/jwks.json", "", nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("jwks: status %d", resp.StatusCode)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	set, err := jwk.Parse(body)
+	if err != nil {
+		t.Fatalf("jwks: %v", err)
+	}
+	return set
+}
+
+func TestProxiesWithDownstreamToken(t *testing.T) {
+	e := newEnv(t, nil)
+	inbound := e.issuer.mint(t, map[string]any{"tenant": "acme"})
+	resp := e.do(t, "GET", "/orders/42?expand=items", inbound, http.Header{"Accept": {"application/json"}}, "")
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s\nlogs: %s", resp.StatusCode, body, e.logs.String())
+	}
+	got := e.upstream.requests()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests, want 1", len(got))
+	}
+	r := got[0]
+	if r.URI != "/orders/42?expand=items" {
+		t.Errorf("upstream URI = %q", r.URI)
+	}
+	authz := r.Header.Values("Authorization")
+	if len(authz) != 1 || !strings.HasPrefix(authz[0], "Bearer ") {
+		t.Fatalf("upstream Authorization = %q, want exactly one bearer", authz)
+	}
+	downstream := strings.TrimPrefix(authz[0], "Bearer ")
+	if downstream == inbound {
+		t.Fatal("the upstream received the caller's token")
+	}
+	tok, err := jwt.Parse([]byte(downstream), jwt.WithKeySet(e.gatewayKeys(t)),
+		jwt.WithIssuer("https://audgate.test"), jwt.WithAudience("https://orders.test"))
+	if err != nil {
+		t.Fatalf("downstream token does not verify against the gateway's JWKS: %v", err)
+	}
+	if tok.Subject() != "alice" {
+		t.Errorf("sub = %q, want alice", tok.Subject())
+	}
+	if scope, _ := tok.Get("scope"); scope != "orders:read" {
+		t.Errorf("scope = %v, want orders:read", scope)
+	}
+	if tenant, _ := tok.Get("tenant"); tenant != "acme" {
+		t.Errorf("tenant = %v, want acme (decision claims)", tenant)
+	}
+	if r.Header.Get("X-User-Id") != "alice" {
+		t.Errorf("X-User-Id = %q, want alice", r.Header.Get("X-User-Id"))
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			if strings.Contains(v, inbound) {
+				t.Errorf("upstream header %s carries the caller's token", k)
+			}
+		}
+	}
+	if id := resp.Header.Get("X-Request-Id"); id == "" || r.Header.Get("X-Request-Id") != id {
+		t.Errorf("X-Request-Id: client %q, upstream %q", id, r.Header.Get("X-Request-Id"))
+	}
+}
+
+func TestStripPrefixAndScopesByMethod(t *testing.T) {
+	e := newEnv(t, nil)
+	resp := e.do(t, "GET", "/profile/me", e.issuer.mint(t, nil), nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := e.upstream.requests()[0].URI; got != "/api/me" {
+		t.Errorf("upstream URI = %q, want /api/me", got)
+	}
+	resp = e.do(t, "POST", "/orders", e.issuer.mint(t, nil), http.Header{"Content-Type": {"application/json"}}, `{"item":1}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST status %d", resp.StatusCode)
+	}
+	r := e.upstream.requests()[1]
+	if r.Body != `{"item":1}` {
+		t.Errorf("upstream body = %q", r.Body)
+	}
+	tok, err := jwt.ParseInsecure([]byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scope, _ := tok.Get("scope"); scope != "orders:write" {
+		t.Errorf("POST scope = %v, want orders:write", scope)
+	}
+}
+
+func TestSpoofedHeadersCannotReachOrRemove(t *testing.T) {
+	e := newEnv(t, nil)
+	inbound := e.issuer.mint(t, nil)
+	hdr := http.Header{
+		"X-User-Id":              {"admin"},
+		"X-User-Roles":           {"admin"},
+		"X-Forwarded-User":       {"admin"},
+		"X-Forwarded-For":        {"6.6.6.6"},
+		"X-Forwarded-Host":       {"evil.example"},
+		"X-Forwarded-Proto":      {"https"},
+		"Forwarded":              {"for=6.6.6.6"},
+		"X-Real-Ip":              {"6.6.6.6"},
+		"X-Original-Url":         {"/admin"},
+		"Connection":             {"Authorization, X-User-Id, X-Forwarded-For, X-Request-Id"},
+		"X-Debug-Token":          {inbound},
+		"Cookie":                 {"session=abc; at=" + inbound},
+		"X-Http-Method-Override": {"DELETE"},
+	}
+	resp := e.do(t, "GET", "/orders/7?access_token="+inbound+"&keep=1", inbound, hdr, "")
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	r := e.upstream.requests()[0]
+	checks := []struct{ name, got, want string }{
+		{"X-User-Id", r.Header.Get("X-User-Id"), "alice"},
+		{"X-User-Roles", r.Header.Get("X-User-Roles"), ""},
+		{"X-Forwarded-User", r.Header.Get("X-Forwarded-User"), ""},
+		{"X-Forwarded-For", r.Header.Get("X-Forwarded-For"), "127.0.0.1"},
+		{"X-Forwarded-Host", r.Header.Get("X-Forwarded-Host"), strings.TrimPrefix(e.srv.URL, "http://")},
+		{"X-Forwarded-Proto", r.Header.Get("X-Forwarded-Proto"), "http"},
+		{"Forwarded", r.Header.Get("Forwarded"), ""},
+		{"X-Real-Ip", r.Header.Get("X-Real-Ip"), ""},
+		{"X-Original-Url", r.Header.Get("X-Original-Url"), ""},
+		{"X-Http-Method-Override", r.Header.Get("X-Http-Method-Override"), ""},
+		{"X-Debug-Token", r.Header.Get("X-Debug-Token"), ""},
+		{"Cookie", r.Header.Get("Cookie"), "session=abc"},
+		{"URI", r.URI, "/orders/7?keep=1"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if n := len(r.Header.Values("Authorization")); n != 1 {
+		t.Errorf("upstream got %d Authorization headers, want 1", n)
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		t.Error("Connection removed X-Request-Id")
+	}
+}
+
+// errorCase is one request that must fail without reaching the upstream.
+type errorCase struct {
+	name      string
+	method    string
+	path      string
+	token     func(e *env) string
+	header    http.Header
+	body      string
+	status    int
+	code      string
+	challenge string // substring of WWW-Authenticate; "" = must be absent
+}
+
+func runErrorCases(t *testing.T, e *env, cases []errorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.upstream.requests())
+			tok := ""
+			if tc.token != nil {
+				tok = tc.token(e)
+			}
+			method := tc.method
+			if method == "" {
+				method = "GET"
+			}
+			resp := e.do(t, method, tc.path, tok, tc.header, tc.body)
+			checkError(t, resp, tc.status, tc.code, tc.challenge)
+			if after := len(e.upstream.requests()); after != before {
+				t.Errorf("the upstream received %d requests on an error path", after-before)
+			}
+		})
+	}
+}
+
+func checkError(t *testing.T, resp *http.Response, status int, code, challenge string) {
+	t.Helper()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	var eb struct {
+		Error, ErrorDescription, RequestID string
+	}
+	var raw map[string]string
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatalf("body is not JSON: %q", body)
+	}
+	eb.Error, eb.ErrorDescription, eb.RequestID = raw["error"], raw["error_description"], raw["request_id"]
+	if eb.Error != code {
+		t.Errorf("error = %q, want %q (body %s)", eb.Error, code, body)
+	}
+	if eb.RequestID == "" || eb.RequestID != resp.Header.Get("X-Request-Id") {
+		t.Errorf("request_id %q vs X-Request-Id %q", eb.RequestID, resp.Header.Get("X-Request-Id"))
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	www := resp.Header.Get("WWW-Authenticate")
+	switch {
+	case challenge == "" && www != "":
+		t.Errorf("unexpected WWW-Authenticate %q", www)
+	case challenge != "" && !strings.Contains(www, challenge):
+		t.Errorf("WWW-Authenticate = %q, want it to contain %q", www, challenge)
+	}
+}
+
+func TestErrorPaths(t *testing.T) {
+	e := newEnv(t, nil)
+	alice := func(e *env) string { return e.issuer.mint(t, nil) }
+	bob := func(e *env) string {
+		return e.issuer.mint(t, map[string]any{"sub": "bob", "permissions": []string{"orders:read"}})
+	}
+	with := func(claims map[string]any) func(*env) string {
+		return func(e *env) string { return e.issuer.mint(t, claims) }
+	}
+	invalid := `error="invalid_token"`
+	runErrorCases(t, e, []errorCase{
+		{name: "no route", path: "/nowhere", token: alice, status: 404, code: "not_found"},
+		{name: "method not routed", method: "PATCH", path: "/orders/1", token: alice, status: 405, code: "method_not_allowed"},
+		{name: "no token", path: "/orders/1", status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
+		{name: "basic scheme", path: "/orders/1", header: http.Header{"Authorization": {"Basic YTpi"}}, status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
+		{name: "two authorization headers", path: "/orders/1", header: http.Header{"Authorization": {"Bearer a.b.c", "Bearer d.e.f"}}, status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
+		{name: "token in query only", path: "/orders/1?access_token=abc", status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
+		{name: "malformed bearer", path: "/orders/1", header: http.Header{"Authorization": {"Bearer a b"}}, status: 401, code: "invalid_token", challenge: invalid},
+		{name: "garbage token", path: "/orders/1", token: func(*env) string { return "abc" }, status: 401, code: "invalid_token", challenge: invalid},
+		{name: "expired", path: "/orders/1", token: with(map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}), status: 401, code: "invalid_token", challenge: invalid},
+		{name: "no exp", path: "/orders/1", token: with(map[string]any{"exp": nil}), status: 401, code: "invalid_token", challenge: invalid},
+		{name: "wrong audience", path: "/orders/1", token: with(map[string]any{"aud": "https://other"}), status: 401, code: "invalid_token", challenge: invalid},
+		{name: "wrong issuer", path: "/orders/1", token: with(map[string]any{"iss": "https://evil"}), status: 401, code: "invalid_token", challenge: invalid},
+		{name: "tampered", path: "/orders/1", token: func(e *env) string {
+			parts := strings.Split(e.issuer.mint(t, nil), ".")
+			other := strings.Split(e.issuer.mint(t, map[string]any{"sub": "root"}), ".")
+			return parts[0] + "." + other[1] + "." + parts[2]
+		}, status: 401, code: "invalid_token", challenge: invalid},
+		{name: "alg none", path: "/orders/1", token: func(e *env) string {
+			parts := strings.Split(e.issuer.mint(t, nil), ".")
+			return "eyJhbGciOiJub25lIn0." + parts[1] + "."
+		}, status: 401, code: "invalid_token", challenge: invalid},
+		{name: "policy denies", method: "DELETE", path: "/orders/1", token: bob, status: 403, code: "insufficient_scope", challenge: `error="insufficient_scope"`},
+		{name: "body too large", method: "POST", path: "/orders", token: alice, body: strings.Repeat("x", 2000), status: 413, code: "request_too_large"},
+		{name: "headers too large", path: "/orders/1", token: alice, header: http.Header{"X-Big": {strings.Repeat("x", 9000)}}, status: 431, code: "request_too_large"},
+	})
+}
+
+func TestPolicyOutcomes(t *testing.T) {
+	tests := []struct {
+		name   string
+		rego   string
+		status int
+		code   string
+	}{
+		{"deny with 404", `decision := {"allow": false, "status": 404, "reason": "hidden"}`, 404, "not_found"},
+		{"deny with 401", `decision := {"allow": false, "status": 401, "reason": "step up"}`, 401, "invalid_token"},
+		{"audience outside the allow-list", `decision := {"allow": true, "audience": "https://billing.test"}`, 500, "policy_error"},
+		{"scope outside the allow-list", `decision := {"allow": true, "audience": "https://orders.test", "scopes": ["admin"]}`, 500, "policy_error"},
+		{"header injection", `decision := {"allow": true, "audience": "https://orders.test", "headers": {"X-A": "a\r\nX-Admin: 1"}}`, 500, "policy_error"},
+		{"sets Authorization", `decision := {"allow": true, "audience": "https://orders.test", "headers": {"Authorization": "Bearer x"}}`, 500, "policy_error"},
+		{"overrides sub", `decision := {"allow": true, "audience": "https://orders.test", "claims": {"sub": "root"}}`, 500, "policy_error"},
+		{"evaluation error", `decision := {"allow": true, "audience": to_number("x")}`, 500, "policy_error"},
+		{"allow is a string", `decision := {"allow": "true", "audience": "https://orders.test"}`, 403, "insufficient_scope"},
+		{"undefined", `decision := 1 if false`, 403, "insufficient_scope"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, withPolicy(t, tc.rego))
+			resp := e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), nil, "")
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), `"error":"`+tc.code+`"`) {
+				t.Fatalf("got %d %s, want %d %s", resp.StatusCode, body, tc.status, tc.code)
+			}
+			if n := len(e.upstream.requests()); n != 0 {
+				t.Errorf("the upstream received %d requests", n)
+			}
+			if tc.status == 500 && strings.Contains(string(body), "to_number") {
+				t.Errorf("policy internals leaked to the client: %s", body)
+			}
+		})
+	}
+}
+
+// rawRequest writes a request target as-is over TCP, so that paths Go's
+// client would clean or refuse reach the gateway exactly.
+func rawRequest(t *testing.T, addr, target, token string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", target, token)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestNonCanonicalPaths(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.issuer.mint(t, nil)
+	addr := strings.TrimPrefix(e.srv.URL, "http://")
+	for _, target := range []string{
+		"//orders/1", "/orders//1", "/orders/../orders/1", "/orders/./1", "/orders/1/..",
+		"/orders/%2e%2e/orders/1", "/orders/%2E", "/orders/.%2e/x", "/orders/%2F1", "/orders/1%2f",
+		"/orders/%5C1", "/orders/1\\x", "/orders/%00", "/orders/%0a1", "/orders/%7F",
+		"/orders/..;/1", "/orders/%zz", "/orders/1%", "*", "http://gw/orders/1",
+	} {
+		t.Run(target, func(t *testing.T) {
+			if got := rawRequest(t, addr, target, tok); got != 400 {
+				t.Errorf("status = %d, want 400", got)
+			}
+		})
+	}
+	if n := len(e.upstream.requests()); n != 0 {
+		t.Errorf("the upstream received %d requests", n)
+	}
+	if got := rawRequest(t, addr, "/orders/1%20a", tok); got != 200 {
+		t.Errorf("a canonical encoded path got %d, want 200", got)
+	}
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	t.Run("unreachable", func(t *testing.T) {
+		e := newEnv(t, func(doc string) string {
+			return strings.Replace(doc, "url: ${UPSTREAM}\n    token_source: self\n    audiences: [https://orders.test]",
+				"url: http://127.0.0.1:1\n    token_source: self\n    audiences: [https://orders.test]", 1)
+		})
+		checkError(t, e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), nil, ""), 502, "bad_gateway", "")
+	})
+	t.Run("timeout", func(t *testing.T) {
+		e := newEnv(t, nil)
+		e.upstream.mu.Lock()
+		e.upstream.delay = 2 * time.Second
+		e.upstream.mu.Unlock()
+		checkError(t, e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), nil, ""), 504, "upstream_timeout", "")
+	})
+}
+
+func TestLogsNeverCarryTokens(t *testing.T) {
+	e := newEnv(t, nil)
+	inbound := e.issuer.mint(t, nil)
+	e.do(t, "GET", "/orders/1", inbound, nil, "")
+	e.do(t, "DELETE", "/orders/1", e.issuer.mint(t, map[string]any{"permissions": []string{}}), nil, "")
+	e.do(t, "GET", "/orders/1", inbound+"x", nil, "")
+	downstream := strings.TrimPrefix(e.upstream.requests()[0].Header.Get("Authorization"), "Bearer ")
+	logs := e.logs.String()
+	if logs == "" {
+		t.Fatal("no logs: the test would prove nothing")
+	}
+	for _, secret := range []string{inbound, downstream, strings.Split(inbound, ".")[2]} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs carry a token: %s", logs)
+		}
+	}
+}
+
+func TestWellKnown(t *testing.T) {
+	e := newEnv(t, nil)
+	resp := e.do(t, "GET", "/.well-known/openid-configuration", "", nil, "")
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc["issuer"] != "https://audgate.test" || doc["jwks_uri"] != "https://audgate.test/.well-known/jwks.json" {
+		t.Errorf("discovery = %v", doc)
+	}
+	set := e.gatewayKeys(t)
+	if set.Len() != 1 {
+		t.Fatalf("jwks has %d keys", set.Len())
+	}
+	k, _ := set.Key(0)
+	var raw any
+	_ = k.Raw(&raw)
+	if _, isPrivate := raw.(crypto.Signer); isPrivate {
+		t.Errorf("jwks publishes a private key: %T", raw)
+	}
+}

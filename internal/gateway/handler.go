@@ -1,0 +1,239 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/audgate/audgate/internal/authn"
+	"github.com/audgate/audgate/internal/policy"
+	"github.com/audgate/audgate/internal/proxy"
+	"github.com/audgate/audgate/internal/tokens"
+)
+
+// defaultMethods are what a route without methods accepts. CONNECT and
+// TRACE are never proxied.
+var defaultMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// route is one configured route, resolved at start-up.
+type route struct {
+	path        string
+	stripPrefix string
+	upstream    *upstream
+}
+
+func (g *Gateway) buildRouter() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if !c.Response().Committed {
+			g.writeError(c.Response(), c.Request(), err)
+		}
+	}
+	e.Pre(g.preflight)
+	e.Use(g.observe)
+	if len(g.selfKeys) > 0 {
+		jwks, discovery, err := g.wellKnown()
+		if err == nil {
+			e.GET("/.well-known/jwks.json", staticJSON(jwks))
+			e.GET("/.well-known/openid-configuration", staticJSON(discovery))
+		}
+	}
+	for _, rc := range g.cfg.Routes {
+		rt := &route{path: rc.Path, stripPrefix: rc.StripPrefix, upstream: g.ups[rc.Upstream]}
+		methods := rc.Methods
+		if len(methods) == 0 {
+			methods = defaultMethods
+		}
+		h := g.handle(rt)
+		for _, m := range methods {
+			e.Add(m, rc.Path, h)
+		}
+	}
+	return e
+}
+
+func staticJSON(body []byte) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Cache-Control", "public, max-age=300")
+		return c.Blob(http.StatusOK, "application/json", body)
+	}
+}
+
+type requestIDKey struct{}
+
+// preflight runs before routing: it names the request, then refuses
+// non-canonical paths and oversize requests, and strips the headers no
+// client may send.
+func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		id := newRequestID(r.Header.Get("X-Request-Id"))
+		r.Header.Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		c.SetRequest(r)
+		c.Response().Header().Set("X-Request-Id", id)
+
+		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
+			return &pathError{err}
+		}
+		if headerBytes(r) > g.cfg.Server.MaxHeaderBytes {
+			return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
+		}
+		if r.ContentLength > g.cfg.Server.MaxBodyBytes {
+			return &tooLargeError{status: http.StatusRequestEntityTooLarge, what: "request body is too large"}
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, g.cfg.Server.MaxBodyBytes)
+		}
+		g.strip.strip(r.Header)
+		return next(c)
+	}
+}
+
+// observe records each request's status and latency.
+func (g *Gateway) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		up := ""
+		if u, ok := c.Get("upstream").(string); ok {
+			up = u
+		}
+		g.metrics.Requests.WithLabelValues(c.Path(), up, strconv.Itoa(c.Response().Status)).Inc()
+		g.metrics.Duration.WithLabelValues(c.Path(), up).Observe(time.Since(start).Seconds())
+		return nil
+	}
+}
+
+// handle is the request path for one route: authenticate, decide, obtain
+// the downstream token, proxy. Any error returned reaches writeError, and
+// nothing has been sent upstream by then.
+func (g *Gateway) handle(rt *route) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Set("upstream", rt.upstream.name)
+		r := c.Request()
+		ctx := r.Context()
+		raw, err := bearer(r)
+		if err != nil {
+			return err
+		}
+		p, err := g.verifier.Verify(ctx, raw)
+		if err != nil {
+			return err
+		}
+		d, err := g.decide(ctx, c, rt, p)
+		if err != nil {
+			return err
+		}
+		tok, outcome, err := g.cache.Token(ctx, rt.upstream.entry, &tokens.Request{
+			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
+			Subject: p.Subject, ClientID: p.ClientID,
+			SubjectToken: raw, SubjectTokenHash: p.TokenHash, SubjectExpiry: p.ExpiresAt,
+			Claims: d.Claims,
+		})
+		g.metrics.TokenRequests.WithLabelValues(rt.upstream.entry.Name, string(outcome)).Inc()
+		if err != nil {
+			return err
+		}
+		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
+			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix, InboundToken: raw,
+			RequestID: requestID(r),
+		})
+		return nil
+	}
+}
+
+// decide asks the policy and checks the decision against the upstream's
+// limits. A deny is a *denyError.
+func (g *Gateway) decide(ctx context.Context, c echo.Context, rt *route, p *authn.Principal) (policy.Decision, error) {
+	in := g.input(c, rt, p)
+	start := time.Now()
+	d, err := g.policy.Decide(ctx, in)
+	if err == nil {
+		err = d.Check(rt.upstream.limits)
+	}
+	g.metrics.PolicyDuration.Observe(time.Since(start).Seconds())
+	switch {
+	case err != nil:
+		g.metrics.Decisions.WithLabelValues("error").Inc()
+		return d, err
+	case !d.Allow:
+		g.metrics.Decisions.WithLabelValues("deny").Inc()
+		reason := d.Reason
+		if reason == "" {
+			reason = "denied by policy"
+		}
+		return d, &denyError{status: d.Status, reason: reason}
+	}
+	g.metrics.Decisions.WithLabelValues("allow").Inc()
+	return d, nil
+}
+
+func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) *policy.Input {
+	r := c.Request()
+	names, values := c.ParamNames(), c.ParamValues()
+	params := make(map[string]string, len(names))
+	for i, n := range names {
+		if i < len(values) {
+			params[n] = values[i]
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	path := r.URL.Path
+	var segments []string
+	if trimmed := strings.Trim(path, "/"); trimmed != "" {
+		segments = strings.Split(trimmed, "/")
+	}
+	u := rt.upstream
+	return &policy.Input{
+		Request: policy.Request{
+			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
+			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
+		},
+		Route:    policy.Route{Path: rt.path, Params: params, Upstream: u.name},
+		Upstream: policy.Upstream{Name: u.name, TokenSource: u.cfg.TokenSource, Audiences: u.cfg.Audiences},
+		Token: policy.Token{
+			Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Audience: p.Audience,
+			Scopes: p.Scopes, ExpiresAt: p.ExpiresAt.Unix(), Claims: p.Claims,
+		},
+	}
+}
+
+// newRequestID keeps a client's X-Request-Id when it is a short token of
+// safe characters, and makes a new one otherwise.
+func newRequestID(given string) string {
+	if n := len(given); n > 0 && n <= 128 && strings.IndexFunc(given, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) < 0 {
+		return given
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func requestID(r *http.Request) string {
+	if id, ok := r.Context().Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return r.Header.Get("X-Request-Id")
+}

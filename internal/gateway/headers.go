@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// headerMatcher matches header names against strip_inbound_headers globs.
+// Names are compared case-insensitively; '*' matches any run of characters.
+type headerMatcher struct {
+	exact    map[string]bool // canonical names
+	patterns []string        // lower-case globs
+}
+
+func newHeaderMatcher(globs []string) *headerMatcher {
+	m := &headerMatcher{exact: map[string]bool{}}
+	for _, g := range globs {
+		if strings.Contains(g, "*") {
+			m.patterns = append(m.patterns, strings.ToLower(g))
+		} else {
+			m.exact[http.CanonicalHeaderKey(g)] = true
+		}
+	}
+	return m
+}
+
+// strip deletes matching headers from h.
+func (m *headerMatcher) strip(h http.Header) {
+	for name := range h {
+		if m.exact[name] || m.matchPattern(name) {
+			delete(h, name)
+		}
+	}
+}
+
+func (m *headerMatcher) matchPattern(name string) bool {
+	if len(m.patterns) == 0 {
+		return false
+	}
+	lower := strings.ToLower(name)
+	for _, p := range m.patterns {
+		if glob(p, lower) {
+			return true
+		}
+	}
+	return false
+}
+
+// glob matches s against a pattern whose only metacharacter is '*'.
+func glob(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for i, part := range parts[1:] {
+		if i == len(parts)-2 {
+			return strings.HasSuffix(s, part)
+		}
+		idx := strings.Index(s, part)
+		if idx < 0 {
+			return false
+		}
+		s = s[idx+len(part):]
+	}
+	return s == ""
+}
+
+var (
+	errNoToken       = errors.New("no bearer token")
+	errTwoAuthz      = errors.New("more than one Authorization header")
+	errWrongScheme   = errors.New("the Authorization scheme must be Bearer")
+	errMalformedAuth = errors.New("the bearer token is malformed")
+	errTokenInQuery  = errors.New("send the token in the Authorization header only, not in the access_token query parameter")
+)
+
+// bearer returns the token of the request's single Authorization: Bearer
+// header (RFC 6750 §2.1).
+func bearer(r *http.Request) (string, error) {
+	vals := r.Header["Authorization"]
+	switch {
+	case len(vals) == 0:
+		if r.URL.Query().Has("access_token") {
+			return "", errTokenInQuery
+		}
+		return "", errNoToken
+	case len(vals) > 1:
+		return "", errTwoAuthz
+	}
+	scheme, token, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errWrongScheme
+	}
+	if !isB64Token(token) {
+		return "", errMalformedAuth
+	}
+	return token, nil
+}
+
+// isB64Token reports whether s is an RFC 6750 b64token.
+func isB64Token(s string) bool {
+	if s == "" {
+		return false
+	}
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// inputHeaders returns the request headers as the policy sees them:
+// lower-case names, repeated values joined with ", ", no Authorization.
+func inputHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		if k == "Authorization" {
+			continue
+		}
+		out[strings.ToLower(k)] = strings.Join(vs, ", ")
+	}
+	return out
+}
+
+// headerBytes approximates the size of a request's header block as it was
+// sent.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len(r.Host) + 8
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}

@@ -1,0 +1,217 @@
+// Package proxy forwards allowed requests to an upstream with
+// httputil.ReverseProxy and its Rewrite hook (RFC 9110 §7.6 hop-by-hop
+// headers are removed before Rewrite runs, so what Rewrite sets cannot be
+// removed by a client's Connection header). The caller's token is replaced
+// by the downstream token and scrubbed from every other header, the query
+// and cookies.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Options configure one upstream.
+type Options struct {
+	// Name is the upstream's name, for errors.
+	Name string
+	// URL is the upstream's base URL; its path prefixes every request path.
+	URL *url.URL
+	// Timeout bounds the wait for the upstream's response headers.
+	// Default: 30s.
+	Timeout time.Duration
+	// MaxIdleConns is the number of idle keep-alive connections kept to
+	// the upstream. Default: 256.
+	MaxIdleConns int
+	// TLS configures TLS to an https upstream. Default: system roots.
+	TLS *tls.Config
+	// ErrorHandler writes the response when the upstream cannot be
+	// reached or times out; err wraps ErrUnavailable or ErrTimeout.
+	// Required.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// Errors passed to Options.ErrorHandler.
+var (
+	ErrUnavailable = errors.New("upstream unavailable")
+	ErrTimeout     = errors.New("upstream timed out")
+)
+
+// Outbound is what the gateway decided for one request.
+type Outbound struct {
+	// Token is the downstream bearer token.
+	Token string
+	// Headers are set, replacing any inbound value.
+	Headers map[string]string
+	// StripPrefix is removed from the request path.
+	StripPrefix string
+	// InboundToken is the caller's token, scrubbed from everything the
+	// upstream receives.
+	InboundToken string
+	// RequestID is sent as X-Request-Id.
+	RequestID string
+}
+
+// Upstream proxies to one upstream. It is safe for concurrent use.
+type Upstream struct {
+	name      string
+	target    *url.URL
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+
+	errorHandler func(http.ResponseWriter, *http.Request, error)
+}
+
+type outboundKey struct{}
+
+// New builds the upstream's transport and reverse proxy.
+func New(opts Options) (*Upstream, error) {
+	if opts.URL == nil || (opts.URL.Scheme != "http" && opts.URL.Scheme != "https") || opts.URL.Host == "" {
+		return nil, fmt.Errorf("upstream %q: url must be an absolute http or https URL", opts.Name)
+	}
+	if opts.ErrorHandler == nil {
+		return nil, fmt.Errorf("upstream %q: no error handler", opts.Name)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = 256
+	}
+	transport := &http.Transport{
+		Proxy:                 nil, // upstreams are reached directly, never through HTTP_PROXY
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       opts.TLS,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: opts.Timeout,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          opts.MaxIdleConns,
+		MaxIdleConnsPerHost:   opts.MaxIdleConns,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     opts.URL.Scheme == "https",
+	}
+	u := &Upstream{name: opts.Name, target: opts.URL, transport: transport, errorHandler: opts.ErrorHandler}
+	u.rp = &httputil.ReverseProxy{
+		Rewrite:   u.rewrite,
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			opts.ErrorHandler(w, r, classify(opts.Name, err))
+		},
+		ErrorLog: nil,
+	}
+	return u, nil
+}
+
+// Serve proxies r with out applied.
+func (u *Upstream) Serve(w http.ResponseWriter, r *http.Request, out *Outbound) {
+	if out == nil || out.Token == "" {
+		u.errorHandler(w, r, fmt.Errorf("%w: %s: no downstream token", ErrUnavailable, u.name))
+		return
+	}
+	ctx := context.WithValue(r.Context(), outboundKey{}, out)
+	u.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// Close drops idle upstream connections.
+func (u *Upstream) Close() { u.transport.CloseIdleConnections() }
+
+// spoofable are headers a client could send to pose as a proxy hop; the
+// gateway sets the X-Forwarded-* family itself.
+var spoofable = []string{"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server"}
+
+func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.In.Context().Value(outboundKey{}).(*Outbound) // Serve always sets it
+	if out.StripPrefix != "" {
+		pr.Out.URL.Path = stripPrefix(pr.Out.URL.Path, out.StripPrefix)
+		pr.Out.URL.RawPath = stripPrefix(pr.Out.URL.RawPath, out.StripPrefix)
+	}
+	pr.SetURL(u.target)
+	pr.SetXForwarded()
+	h := pr.Out.Header
+	for _, k := range spoofable {
+		h.Del(k)
+	}
+	scrub(pr.Out, out.InboundToken)
+	h.Set("Authorization", "Bearer "+out.Token)
+	if out.RequestID != "" {
+		h.Set("X-Request-Id", out.RequestID)
+	}
+	for k, v := range out.Headers {
+		h.Set(k, v)
+	}
+}
+
+func stripPrefix(p, prefix string) string {
+	if p == "" {
+		return p
+	}
+	p = strings.TrimPrefix(p, prefix)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return p
+}
+
+// scrub removes the caller's token from every header, query parameter and
+// cookie of the outbound request.
+func scrub(r *http.Request, token string) {
+	if token == "" {
+		return
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			if strings.Contains(v, token) {
+				if k == "Cookie" {
+					scrubCookies(r, token)
+				} else {
+					delete(r.Header, k)
+				}
+				break
+			}
+		}
+	}
+	if q := r.URL.RawQuery; q != "" && (strings.Contains(q, "access_token") || strings.Contains(q, token)) {
+		q := r.URL.Query()
+		for k, vs := range q {
+			for _, v := range vs {
+				if k == "access_token" || strings.Contains(v, token) {
+					delete(q, k)
+					break
+				}
+			}
+		}
+		r.URL.RawQuery = q.Encode()
+	}
+}
+
+func scrubCookies(r *http.Request, token string) {
+	cookies := r.Cookies()
+	r.Header.Del("Cookie")
+	for _, c := range cookies {
+		if !strings.Contains(c.Value, token) {
+			r.AddCookie(c)
+		}
+	}
+}
+
+func classify(name string, err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: %s: %w", ErrTimeout, name, err)
+	default:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, name, err)
+	}
+}

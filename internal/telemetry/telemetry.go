@@ -1,0 +1,66 @@
+// Package telemetry holds audgate's logs and Prometheus metrics.
+package telemetry
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// NewLogger returns a JSON logger at level.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Metrics are the gateway's Prometheus metrics, all prefixed audgate_.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Requests counts requests by route, upstream and status code.
+	Requests *prometheus.CounterVec
+	// Duration observes request latency by route and upstream.
+	Duration *prometheus.HistogramVec
+	// Decisions counts policy decisions by result (allow, deny, error).
+	Decisions *prometheus.CounterVec
+	// PolicyDuration observes policy evaluation latency.
+	PolicyDuration prometheus.Histogram
+	// TokenRequests counts downstream token lookups by source and result
+	// (hit, miss, shared, error).
+	TokenRequests *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics, and Go and process collectors, in a
+// new registry. cacheEntries reports the token cache's size.
+func NewMetrics(cacheEntries func() float64) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audgate_requests_total", Help: "Requests by route, upstream and status code.",
+		}, []string{"route", "upstream", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "audgate_request_duration_seconds", Help: "Request latency, including the upstream's.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "upstream"}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audgate_policy_decisions_total", Help: "Policy decisions by result (allow, deny, error).",
+		}, []string{"result"}),
+		PolicyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "audgate_policy_eval_duration_seconds", Help: "Policy evaluation latency.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .01, .1},
+		}),
+		TokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audgate_token_source_requests_total", Help: "Downstream token lookups by source and result (hit, miss, shared, error).",
+		}, []string{"source", "result"}),
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",
+		}, cacheEntries),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}

@@ -18,14 +18,12 @@ default decision := {"allow": false, "reason": "no rule matched"}
 
 decision := object.union(_grant, _extra_claims) if {
 	_required_permission in _granted
-}
-
-decision := {
+} else := {
 	"allow": false,
 	"status": 403,
 	"reason": sprintf("%s %s needs the permission %s", [input.request.method, input.request.path, _required_permission]),
 } if {
-	not _required_permission in _granted
+	_required_permission
 }
 
 _grant := {
@@ -49,9 +47,9 @@ _extra_claims := {"claims": {"tenant": input.token.claims.tenant}} if is_string(
 
 _safe_methods := {"GET", "HEAD", "OPTIONS"}
 
-_action := "read" if input.request.method in _safe_methods
-
-_action := "write" if not input.request.method in _safe_methods
+_action := "read" if {
+	input.request.method in _safe_methods
+} else := "write"
 
 _required_permission := sprintf("%s:%s", [input.upstream.name, _action])
 

@@ -9,7 +9,7 @@ _input(method, upstream, scopes, claims) := {
 	"token": {"issuer": "https://idp.example.com/", "subject": object.get(claims, "sub", ""), "client_id": "spa", "audience": ["https://gw"], "scopes": scopes, "expires_at": 1767225600, "claims": claims},
 }
 
-# The shared fixtures in fixtures/decisions.json are also run by the Go tests
+# The shared fixtures in fixtures/data.json are also run by the Go tests
 # of internal/policy, so that the Go types and this policy cannot drift apart.
 test_fixtures[tc.note] if {
 	some tc in data.fixtures.decisions

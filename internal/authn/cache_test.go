@@ -215,3 +215,17 @@ func BenchmarkVerifyCacheMiss(b *testing.B) {
 		i++
 	}
 }
+
+func TestPrincipalMemo(t *testing.T) {
+	p := &Principal{Subject: "alice"}
+	var builds int
+	build := func(p *Principal) any { builds++; return "view of " + p.Subject }
+	for range 3 {
+		if got := p.Memo(build); got != "view of alice" {
+			t.Fatalf("Memo = %v", got)
+		}
+	}
+	if builds != 1 {
+		t.Errorf("built %d times, want once", builds)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -146,6 +147,23 @@ type Principal struct {
 	// TokenHash is the SHA-256 of the raw token: a cache key for other
 	// packages, so that they never need to keep the token itself.
 	TokenHash [32]byte
+
+	// memo is a value another stage derives from this principal once per
+	// verified token (the gateway keeps the policy's view of the token
+	// there), so cache hits do not rebuild it.
+	memo atomic.Pointer[any]
+}
+
+// Memo returns the value build derives from p, building it on first use.
+// build must be a pure function of p; concurrent first callers may each
+// build it, and one result wins.
+func (p *Principal) Memo(build func(*Principal) any) any {
+	if v := p.memo.Load(); v != nil {
+		return *v
+	}
+	v := build(p)
+	p.memo.CompareAndSwap(nil, &v)
+	return *p.memo.Load()
 }
 
 // Verifier verifies access tokens. It is safe for concurrent use and

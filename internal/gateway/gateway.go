@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/audgate/audgate/internal/authn"
@@ -52,6 +53,7 @@ type Gateway struct {
 	echo     *echo.Echo
 	selfKeys []*tokens.SelfSigned
 	ups      map[string]*upstream
+	ids      *requestIDs
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -61,6 +63,10 @@ type upstream struct {
 	proxy  *proxy.Upstream
 	entry  *tokens.Entry
 	limits policy.Limits
+	// input is the upstream as the policy sees it; inputValue, the same as
+	// an OPA value, built once.
+	input      policy.Upstream
+	inputValue ast.Value
 }
 
 // New builds every stage from cfg: issuers' key sets start loading in the
@@ -77,7 +83,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if len(cfg.Policy.OPA) > 0 {
 		return nil, errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders), ups: map[string]*upstream{}}
+	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
+		ups: map[string]*upstream{}, ids: newRequestIDs()}
 	var err error
 	if g.verifier, err = authn.New(ctx, authnOptions(cfg, opts)); err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
@@ -172,8 +179,10 @@ func (g *Gateway) buildUpstream(uc config.Upstream, entry *tokens.Entry) (*upstr
 	if err != nil {
 		return nil, err
 	}
+	in := policy.Upstream{Name: uc.Name, TokenSource: uc.TokenSource, Audiences: uc.Audiences}
 	return &upstream{name: uc.Name, cfg: uc, proxy: p, entry: entry,
-		limits: policy.Limits{Audiences: uc.Audiences, Scopes: uc.Scopes}}, nil
+		limits: policy.Limits{Audiences: uc.Audiences, Scopes: uc.Scopes},
+		input:  in, inputValue: in.Value()}, nil
 }
 
 func upstreamTLS(c config.TLS) (*tls.Config, error) {

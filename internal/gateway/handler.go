@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/policy"
@@ -80,7 +82,7 @@ type requestIDKey struct{}
 func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		id := newRequestID(r.Header.Get("X-Request-Id"))
+		id := g.ids.next(r.Header.Get("X-Request-Id"))
 		r.Header.Set("X-Request-Id", id)
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		c.SetRequest(r)
@@ -162,7 +164,10 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 // decide asks the policy and checks the decision against the upstream's
 // limits. A deny is a *denyError.
 func (g *Gateway) decide(ctx context.Context, c echo.Context, rt *route, p *authn.Principal) (policy.Decision, error) {
-	in := g.input(c, rt, p)
+	in, err := g.input(c, rt, p)
+	if err != nil {
+		return policy.Decision{}, err
+	}
 	start := time.Now()
 	d, err := g.policy.Decide(ctx, in)
 	if err == nil {
@@ -185,7 +190,7 @@ func (g *Gateway) decide(ctx context.Context, c echo.Context, rt *route, p *auth
 	return d, nil
 }
 
-func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) *policy.Input {
+func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.Input, error) {
 	r := c.Request()
 	names, values := c.ParamNames(), c.ParamValues()
 	params := make(map[string]string, len(names))
@@ -203,32 +208,65 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) *policy.I
 	if trimmed := strings.Trim(path, "/"); trimmed != "" {
 		segments = strings.Split(trimmed, "/")
 	}
+	tok := tokenInput(p)
+	if tok.err != nil {
+		return nil, &policy.Error{Msg: "token claims", Err: tok.err}
+	}
 	u := rt.upstream
 	return &policy.Input{
 		Request: policy.Request{
 			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
 			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
 		},
-		Route:    policy.Route{Path: rt.path, Params: params, Upstream: u.name},
-		Upstream: policy.Upstream{Name: u.name, TokenSource: u.cfg.TokenSource, Audiences: u.cfg.Audiences},
-		Token: policy.Token{
-			Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Audience: p.Audience,
-			Scopes: p.Scopes, ExpiresAt: p.ExpiresAt.Unix(), Claims: p.Claims,
-		},
-	}
+		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
+		Upstream:      u.input,
+		UpstreamValue: u.inputValue,
+		Token:         *tok.token,
+		TokenValue:    tok.value,
+	}, nil
 }
 
-// newRequestID keeps a client's X-Request-Id when it is a short token of
-// safe characters, and makes a new one otherwise.
-func newRequestID(given string) string {
+// tokenView is the policy's view of a verified token, built once per
+// token and kept with its principal.
+type tokenView struct {
+	token *policy.Token
+	value ast.Value
+	err   error
+}
+
+func tokenInput(p *authn.Principal) *tokenView {
+	return p.Memo(func(p *authn.Principal) any {
+		t := &policy.Token{
+			Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Audience: p.Audience,
+			Scopes: p.Scopes, ExpiresAt: p.ExpiresAt.Unix(), Claims: p.Claims,
+		}
+		v, err := t.Value()
+		return &tokenView{token: t, value: v, err: err}
+	}).(*tokenView)
+}
+
+// requestIDs makes request IDs: a random prefix per process and a
+// counter, unique across replicas without a random read per request.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+// next keeps a client's X-Request-Id when it is a short token of safe
+// characters, and makes a new one otherwise.
+func (ids *requestIDs) next(given string) string {
 	if n := len(given); n > 0 && n <= 128 && strings.IndexFunc(given, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
 	}) < 0 {
 		return given
 	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
 }
 
 func requestID(r *http.Request) string {

@@ -35,36 +35,33 @@ func (m *headerMatcher) strip(h http.Header) {
 }
 
 func (m *headerMatcher) matchPattern(name string) bool {
-	if len(m.patterns) == 0 {
-		return false
-	}
-	lower := strings.ToLower(name)
 	for _, p := range m.patterns {
-		if glob(p, lower) {
+		if globFold(p, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// glob matches s against a pattern whose only metacharacter is '*'.
-func glob(pattern, s string) bool {
+// globFold matches s case-insensitively against a lower-case pattern whose
+// only metacharacter is '*'. Header names are ASCII, so EqualFold on
+// slices is exact, and the common prefix/suffix patterns allocate nothing.
+func globFold(pattern, s string) bool {
 	parts := strings.Split(pattern, "*")
-	if !strings.HasPrefix(s, parts[0]) {
+	first, last := parts[0], parts[len(parts)-1]
+	if len(s) < len(first)+len(last) || !strings.EqualFold(s[:len(first)], first) ||
+		!strings.EqualFold(s[len(s)-len(last):], last) {
 		return false
 	}
-	s = s[len(parts[0]):]
-	for i, part := range parts[1:] {
-		if i == len(parts)-2 {
-			return strings.HasSuffix(s, part)
-		}
+	s = strings.ToLower(s[len(first) : len(s)-len(last)])
+	for _, part := range parts[1 : len(parts)-1] {
 		idx := strings.Index(s, part)
 		if idx < 0 {
 			return false
 		}
 		s = s[idx+len(part):]
 	}
-	return s == ""
+	return true
 }
 
 var (

@@ -1,13 +1,13 @@
 package policy
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -60,15 +60,16 @@ func fieldError(field, format string, args ...any) error {
 	return &Error{Field: "decision." + field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// decode turns the policy's result into a Decision. Only a boolean true
-// allows; anything else that is not a contract violation denies.
-func decode(v any) (Decision, error) {
-	obj, ok := v.(map[string]any)
+// decode turns the policy's result, an OPA value, into a Decision. Only a
+// boolean true allows; anything else that is not a contract violation
+// denies.
+func decode(v ast.Value) (Decision, error) {
+	obj, ok := v.(ast.Object)
 	if !ok {
 		return Decision{}, fieldError("", "must be an object, got %s", kind(v))
 	}
 	var d Decision
-	if allow, ok := obj["allow"].(bool); ok && allow {
+	if allow, ok := field(obj, "allow").(ast.Boolean); ok && bool(allow) {
 		d.Allow = true
 	}
 	var err error
@@ -84,86 +85,122 @@ func decode(v any) (Decision, error) {
 	if d.Headers, err = optHeaders(obj); err != nil {
 		return Decision{}, err
 	}
-	if c, ok := obj["claims"]; ok {
-		if d.Claims, ok = c.(map[string]any); !ok {
-			return Decision{}, fieldError("claims", "must be an object, got %s", kind(c))
-		}
+	if d.Claims, err = optClaims(obj); err != nil {
+		return Decision{}, err
 	}
-	if s, ok := obj["status"]; ok {
-		n, ok := s.(json.Number)
-		st, err := n.Int64()
-		if !ok || err != nil {
+	if s := field(obj, "status"); s != nil {
+		n, ok := s.(ast.Number)
+		st, isInt := n.Int()
+		if !ok || !isInt {
 			return Decision{}, fieldError("status", "must be an integer, got %s", kind(s))
 		}
-		d.Status = int(st)
+		d.Status = st
 	}
 	return d, nil
 }
 
-func optString(obj map[string]any, key string) (string, error) {
-	v, ok := obj[key]
-	if !ok {
+// field returns obj[key], or nil when absent.
+func field(obj ast.Object, key string) ast.Value {
+	t := obj.Get(ast.InternedTerm(key))
+	if t == nil {
+		return nil
+	}
+	return t.Value
+}
+
+func optString(obj ast.Object, key string) (string, error) {
+	v := field(obj, key)
+	if v == nil {
 		return "", nil
 	}
-	s, ok := v.(string)
+	s, ok := v.(ast.String)
 	if !ok {
 		return "", fieldError(key, "must be a string, got %s", kind(v))
 	}
-	return s, nil
+	return string(s), nil
 }
 
-func optStrings(obj map[string]any, key string) ([]string, error) {
-	v, ok := obj[key]
-	if !ok {
+func optStrings(obj ast.Object, key string) ([]string, error) {
+	v := field(obj, key)
+	if v == nil {
 		return nil, nil
 	}
-	arr, ok := v.([]any)
+	arr, ok := v.(*ast.Array)
 	if !ok {
 		return nil, fieldError(key, "must be an array of strings, got %s", kind(v))
 	}
-	out := make([]string, len(arr))
-	for i, e := range arr {
-		if out[i], ok = e.(string); !ok {
+	out := make([]string, arr.Len())
+	for i := range out {
+		e := arr.Elem(i).Value
+		s, ok := e.(ast.String)
+		if !ok {
 			return nil, fieldError(fmt.Sprintf("%s[%d]", key, i), "must be a string, got %s", kind(e))
 		}
+		out[i] = string(s)
 	}
 	return out, nil
 }
 
-func optHeaders(obj map[string]any) (map[string]string, error) {
-	v, ok := obj["headers"]
-	if !ok {
+func optHeaders(obj ast.Object) (map[string]string, error) {
+	v := field(obj, "headers")
+	if v == nil {
 		return nil, nil
 	}
-	m, ok := v.(map[string]any)
+	m, ok := v.(ast.Object)
 	if !ok {
 		return nil, fieldError("headers", "must be an object of strings, got %s", kind(v))
 	}
-	out := make(map[string]string, len(m))
-	for k, e := range m {
-		s, ok := e.(string)
+	out := make(map[string]string, m.Len())
+	err := m.Iter(func(k, e *ast.Term) error {
+		name, ok := k.Value.(ast.String)
 		if !ok {
-			return nil, fieldError("headers."+k, "must be a string, got %s", kind(e))
+			return fieldError("headers", "names must be strings, got %s", kind(k.Value))
 		}
-		out[k] = s
-	}
-	return out, nil
+		s, ok := e.Value.(ast.String)
+		if !ok {
+			return fieldError("headers."+string(name), "must be a string, got %s", kind(e.Value))
+		}
+		out[string(name)] = string(s)
+		return nil
+	})
+	return out, err
 }
 
-func kind(v any) string {
+func optClaims(obj ast.Object) (map[string]any, error) {
+	v := field(obj, "claims")
+	if v == nil {
+		return nil, nil
+	}
+	if _, ok := v.(ast.Object); !ok {
+		return nil, fieldError("claims", "must be an object, got %s", kind(v))
+	}
+	claims, err := ast.JSON(v)
+	if err != nil {
+		return nil, fieldError("claims", "must be JSON: %v", err)
+	}
+	m, ok := claims.(map[string]any)
+	if !ok {
+		return nil, fieldError("claims", "must be an object with string keys")
+	}
+	return m, nil
+}
+
+func kind(v ast.Value) string {
 	switch v.(type) {
-	case nil:
+	case nil, ast.Null:
 		return "null"
-	case bool:
+	case ast.Boolean:
 		return "a boolean"
-	case json.Number:
+	case ast.Number:
 		return "a number"
-	case string:
+	case ast.String:
 		return "a string"
-	case []any:
+	case *ast.Array:
 		return "an array"
-	case map[string]any:
+	case ast.Object:
 		return "an object"
+	case ast.Set:
+		return "a set"
 	}
 	return fmt.Sprintf("%T", v)
 }

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // Options configure an Engine.
@@ -51,6 +53,9 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		rego.Query(opts.Query),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.StrictBuiltinErrors(true),
+		// Decode the decision from the OPA value itself, not from a
+		// converted map.
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
 	}
 	switch {
 	case opts.Path != "" && (strings.HasSuffix(opts.Path, ".tar.gz") || strings.HasSuffix(opts.Path, ".tgz")):
@@ -107,6 +112,9 @@ func readModules(fsys fs.FS) ([]func(*rego.Rego), error) {
 	return mods, nil
 }
 
+// noMetrics spares each evaluation the allocation of OPA's metrics.
+var noMetrics = metrics.NoOp()
+
 // Query returns the decision reference the engine evaluates.
 func (e *Engine) Query() string { return e.queryS }
 
@@ -120,7 +128,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v))
+	// OPA would start a goroutine per evaluation to watch ctx; AfterFunc
+	// starts one only if ctx actually ends first.
+	stop := topdown.NewCancel()
+	defer context.AfterFunc(ctx, stop.Cancel)()
+	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(stop), rego.EvalMetrics(noMetrics))
 	if err != nil {
 		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
 	}
@@ -130,5 +142,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	case len(rs) > 1:
 		return Decision{}, &Error{Msg: fmt.Sprintf("%s has %d results; it must have one", e.queryS, len(rs))}
 	}
-	return decode(rs[0].Expressions[0].Value)
+	val, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		return Decision{}, &Error{Msg: fmt.Sprintf("%s: unexpected result %T", e.queryS, rs[0].Expressions[0].Value)}
+	}
+	return decode(val)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/audgate/audgate/policies"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 )
 
@@ -94,7 +95,11 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := json.Marshal(rs[0].Expressions[0].Value)
+	gotJSON, err := ast.JSON(rs[0].Expressions[0].Value.(ast.Value))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(gotJSON)
 	want, _ := json.Marshal(in)
 	var g, w any
 	_ = json.Unmarshal(got, &g)
@@ -269,6 +274,7 @@ func BenchmarkDecideDefaultPolicy(b *testing.B) {
 		b.Fatal(err)
 	}
 	in.TokenValue = tok
+	in.UpstreamValue = in.Upstream.Value()
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

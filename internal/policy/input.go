@@ -20,6 +20,8 @@ type Input struct {
 	// part depends only on the verified token, so callers may build it once
 	// per token and reuse it across requests.
 	TokenValue ast.Value `json:"-"`
+	// UpstreamValue, when set, is Upstream.Value() computed at start-up.
+	UpstreamValue ast.Value `json:"-"`
 }
 
 // Request describes the inbound HTTP request.
@@ -71,6 +73,10 @@ func (in *Input) Value() (ast.Value, error) {
 			return nil, err
 		}
 	}
+	up := in.UpstreamValue
+	if up == nil {
+		up = in.Upstream.Value()
+	}
 	return ast.NewObject(
 		item("request", in.Request.value()),
 		item("route", ast.NewObject(
@@ -78,13 +84,19 @@ func (in *Input) Value() (ast.Value, error) {
 			item("params", stringMap(in.Route.Params)),
 			item("upstream", ast.String(in.Route.Upstream)),
 		)),
-		item("upstream", ast.NewObject(
-			item("name", ast.String(in.Upstream.Name)),
-			item("token_source", ast.String(in.Upstream.TokenSource)),
-			item("audiences", stringArray(in.Upstream.Audiences)),
-		)),
-		[2]*ast.Term{ast.StringTerm("token"), ast.NewTerm(tok)},
+		item("upstream", up),
+		item("token", tok),
 	), nil
+}
+
+// Value returns the upstream part of the input; it never changes for a
+// configured upstream, so callers may build it once.
+func (u *Upstream) Value() ast.Value {
+	return ast.NewObject(
+		item("name", ast.String(u.Name)),
+		item("token_source", ast.String(u.TokenSource)),
+		item("audiences", stringArray(u.Audiences)),
+	)
 }
 
 func (r *Request) value() ast.Value {
@@ -123,8 +135,26 @@ func (t *Token) Value() (ast.Value, error) {
 	), nil
 }
 
+// keys are the input's object keys, made once: terms in an input are
+// never modified by evaluation, so they can be shared.
+var keys = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{
+		"request", "route", "upstream", "token", "method", "path", "segments", "query",
+		"headers", "host", "remote_ip", "params", "name", "token_source", "audiences",
+		"issuer", "subject", "client_id", "audience", "scopes", "expires_at", "claims",
+	} {
+		m[k] = ast.StringTerm(k)
+	}
+	return m
+}()
+
 func item(key string, v ast.Value) [2]*ast.Term {
-	return [2]*ast.Term{ast.StringTerm(key), ast.NewTerm(v)}
+	k, ok := keys[key]
+	if !ok {
+		k = ast.StringTerm(key)
+	}
+	return [2]*ast.Term{k, ast.NewTerm(v)}
 }
 
 func stringArray(ss []string) ast.Value {

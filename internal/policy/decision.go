@@ -220,7 +220,7 @@ var reservedHeaders = map[string]bool{
 	"Proxy-Authorization": true, "Proxy-Connection": true, "Te": true,
 	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true,
-	"X-Forwarded-Proto": true, "Cookie": true,
+	"X-Forwarded-Proto": true, "Cookie": true, "X-Request-Id": true,
 }
 
 // registeredClaims may not be overridden by a decision's claims.

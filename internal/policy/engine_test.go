@@ -233,6 +233,7 @@ func TestCheck(t *testing.T) {
 		{name: "host header", d: allow(func(d *Decision) { d.Headers = map[string]string{"Host": "evil"} }), lim: lim, wantErr: "decision.headers.Host"},
 		{name: "hop-by-hop header", d: allow(func(d *Decision) { d.Headers = map[string]string{"Connection": "close"} }), lim: lim, wantErr: "decision.headers.Connection"},
 		{name: "content-length", d: allow(func(d *Decision) { d.Headers = map[string]string{"Content-Length": "1"} }), lim: lim, wantErr: "decision.headers.Content-Length"},
+		{name: "x-request-id", d: allow(func(d *Decision) { d.Headers = map[string]string{"x-request-id": "forged"} }), lim: lim, wantErr: "decision.headers.x-request-id"},
 		{name: "x-forwarded-for", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-Forwarded-For": "1.2.3.4"} }), lim: lim, wantErr: "decision.headers.X-Forwarded-For"},
 		{name: "CRLF in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "a\r\nX-Admin: 1"} }), lim: lim, wantErr: "CR, LF"},
 		{name: "invalid header name", d: allow(func(d *Decision) { d.Headers = map[string]string{"X User": "a"} }), lim: lim, wantErr: "not a valid header name"},

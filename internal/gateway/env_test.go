@@ -155,6 +155,8 @@ inbound:
     - issuer: ${ISSUER}
       audiences: [https://gateway.test]
       algorithms: [ES256]
+policy:
+  decision_log: {output: "off"}
 token_sources:
   - name: self
     type: self_signed
@@ -228,7 +230,9 @@ func policyDir(t testing.TB, rego string) string {
 
 func withPolicy(t testing.TB, rego string) func(string) string {
 	dir := policyDir(t, rego)
-	return func(doc string) string { return doc + fmt.Sprintf("policy:\n  path: %s\n", dir) }
+	return func(doc string) string {
+		return strings.Replace(doc, "policy:\n", fmt.Sprintf("policy:\n  path: %s\n", dir), 1)
+	}
 }
 
 // do sends a request through the gateway.

@@ -49,6 +49,7 @@ type Gateway struct {
 	policy   *policy.Engine
 	cache    *tokens.Cache
 	metrics  *telemetry.Metrics
+	dlog     *telemetry.DecisionLog
 	strip    *headerMatcher
 	echo     *echo.Echo
 	selfKeys []*tokens.SelfSigned
@@ -101,6 +102,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		Now:                 opts.Now,
 	})
 	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
+	// Cookies are credentials: they never reach the decision log.
+	masks := append([]string{"/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...)
+	if g.dlog, err = telemetry.NewDecisionLog(cfg.Policy.DecisionLog.Output, masks,
+		g.metrics.DecisionLogDropped.Inc); err != nil {
+		return nil, fmt.Errorf("policy.decision_log: %w", err)
+	}
 	entries, err := g.buildSources(opts)
 	if err != nil {
 		return nil, err
@@ -237,8 +244,9 @@ func (g *Gateway) AdminHandler() http.Handler {
 // did that) and every issuer's keys have been fetched once.
 func (g *Gateway) Ready() error { return g.verifier.Ready() }
 
-// Close releases idle upstream connections.
+// Close flushes the decision log and releases idle upstream connections.
 func (g *Gateway) Close() {
+	_ = g.dlog.Close()
 	for _, u := range g.ups {
 		u.proxy.Close()
 	}

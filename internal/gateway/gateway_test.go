@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +402,55 @@ func TestWellKnown(t *testing.T) {
 	_ = k.Raw(&raw)
 	if _, isPrivate := raw.(crypto.Signer); isPrivate {
 		t.Errorf("jwks publishes a private key: %T", raw)
+	}
+}
+
+func TestDecisionLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.log")
+	e := newEnv(t, func(doc string) string {
+		return strings.Replace(doc, `decision_log: {output: "off"}`,
+			`decision_log: {output: "`+path+`", mask: [/token/claims/email]}`, 1)
+	})
+	inbound := e.issuer.mint(t, map[string]any{"email": "alice@example.com"})
+	hdr := http.Header{"X-Debug-Token": {inbound}, "Cookie": {"session=secret-cookie"}}
+	if resp := e.do(t, "GET", "/orders/1?access_token="+inbound+"&q=1", inbound, hdr, ""); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if resp := e.do(t, "DELETE", "/orders/1", e.issuer.mint(t, map[string]any{"permissions": []string{}}), nil, ""); resp.StatusCode != 403 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	e.gw.Close() // flushes the log
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d decision log lines, want 2:\n%s", len(lines), raw)
+	}
+	for _, secret := range []string{inbound, "secret-cookie", "alice@example.com"} {
+		if strings.Contains(string(raw), secret) {
+			t.Errorf("decision log carries %q", secret)
+		}
+	}
+	var allow, deny struct {
+		DecisionID  string                     `json:"decision_id"`
+		Path        string                     `json:"path"`
+		Input       map[string]json.RawMessage `json:"input"`
+		Result      map[string]any             `json:"result"`
+		Error       string                     `json:"error"`
+		TokenSource map[string]string          `json:"token_source"`
+	}
+	_ = json.Unmarshal([]byte(lines[0]), &allow)
+	_ = json.Unmarshal([]byte(lines[1]), &deny)
+	if allow.DecisionID == "" || allow.Path != "data.audgate.decision" || allow.Result["allow"] != true ||
+		allow.TokenSource["name"] != "self" || allow.TokenSource["outcome"] != "miss" || allow.Input["request"] == nil {
+		t.Errorf("allow entry: %s", lines[0])
+	}
+	if !strings.Contains(string(allow.Input["request"]), `"q":["1"]`) {
+		t.Errorf("query lost: %s", allow.Input["request"])
+	}
+	if deny.Result["allow"] != false || !strings.Contains(deny.Error, "needs the permission orders:write") || deny.TokenSource != nil {
+		t.Errorf("deny entry: %s", lines[1])
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/policy"
 	"github.com/audgate/audgate/internal/proxy"
+	"github.com/audgate/audgate/internal/telemetry"
 	"github.com/audgate/audgate/internal/tokens"
 )
 
@@ -139,17 +141,24 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		d, err := g.decide(ctx, c, rt, p)
+		in, err := g.input(c, rt, p, raw)
 		if err != nil {
 			return err
 		}
-		tok, outcome, err := g.cache.Token(ctx, rt.upstream.entry, &tokens.Request{
+		d, err := g.decide(ctx, rt, in)
+		if err != nil {
+			g.logDecision(r, in, d, err, nil)
+			return err
+		}
+		entry := rt.upstream.entry
+		tok, outcome, err := g.cache.Token(ctx, entry, &tokens.Request{
 			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
 			Subject: p.Subject, ClientID: p.ClientID,
 			SubjectToken: raw, SubjectTokenHash: p.TokenHash, SubjectExpiry: p.ExpiresAt,
 			Claims: d.Claims,
 		})
-		g.metrics.TokenRequests.WithLabelValues(rt.upstream.entry.Name, string(outcome)).Inc()
+		g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
+		g.logDecision(r, in, d, nil, &telemetry.TokenOutcome{Name: entry.Name, Outcome: string(outcome), Error: errString(err)})
 		if err != nil {
 			return err
 		}
@@ -163,11 +172,7 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 
 // decide asks the policy and checks the decision against the upstream's
 // limits. A deny is a *denyError.
-func (g *Gateway) decide(ctx context.Context, c echo.Context, rt *route, p *authn.Principal) (policy.Decision, error) {
-	in, err := g.input(c, rt, p)
-	if err != nil {
-		return policy.Decision{}, err
-	}
+func (g *Gateway) decide(ctx context.Context, rt *route, in *policy.Input) (policy.Decision, error) {
 	start := time.Now()
 	d, err := g.policy.Decide(ctx, in)
 	if err == nil {
@@ -190,7 +195,30 @@ func (g *Gateway) decide(ctx context.Context, c echo.Context, rt *route, p *auth
 	return d, nil
 }
 
-func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.Input, error) {
+// logDecision writes the decision log entry for one request. A policy
+// error leaves no result; a deny or a token failure is named in error.
+func (g *Gateway) logDecision(r *http.Request, in *policy.Input, d policy.Decision, err error, tok *telemetry.TokenOutcome) {
+	if g.dlog == nil {
+		return
+	}
+	e := &telemetry.DecisionEntry{
+		DecisionID: g.ids.next(""), RequestID: requestID(r), Timestamp: time.Now(),
+		Path: g.policy.Query(), Input: in, Result: d, Error: errString(err), TokenSource: tok,
+	}
+	if errors.Is(err, policy.ErrPolicy) {
+		e.Result = nil
+	}
+	g.dlog.Log(e)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal, raw string) (*policy.Input, error) {
 	r := c.Request()
 	names, values := c.ParamNames(), c.ParamValues()
 	params := make(map[string]string, len(names))
@@ -215,8 +243,8 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 	u := rt.upstream
 	return &policy.Input{
 		Request: policy.Request{
-			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
-			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
+			Method: r.Method, Path: path, Segments: segments, Query: inputQuery(r, raw),
+			Headers: inputHeaders(r.Header, raw), Host: r.Host, RemoteIP: host,
 		},
 		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
 		Upstream:      u.input,

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -120,16 +121,37 @@ func isB64Token(s string) bool {
 }
 
 // inputHeaders returns the request headers as the policy sees them:
-// lower-case names, repeated values joined with ", ", no Authorization.
-func inputHeaders(h http.Header) map[string]string {
+// lower-case names, repeated values joined with ", ", no Authorization,
+// and no header that carries the caller's token (it would reach the
+// decision log).
+func inputHeaders(h http.Header, token string) map[string]string {
 	out := make(map[string]string, len(h))
 	for k, vs := range h {
 		if k == "Authorization" {
 			continue
 		}
-		out[strings.ToLower(k)] = strings.Join(vs, ", ")
+		v := strings.Join(vs, ", ")
+		if strings.Contains(v, token) {
+			continue
+		}
+		out[strings.ToLower(k)] = v
 	}
 	return out
+}
+
+// inputQuery returns the query as the policy sees it: without
+// access_token and without any parameter that carries the caller's token.
+func inputQuery(r *http.Request, token string) map[string][]string {
+	if r.URL.RawQuery == "" {
+		return map[string][]string{}
+	}
+	q := r.URL.Query()
+	for k, vs := range q {
+		if k == "access_token" || slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, token) }) {
+			delete(q, k)
+		}
+	}
+	return q
 }
 
 // headerBytes approximates the size of a request's header block as it was

@@ -29,6 +29,9 @@ type Metrics struct {
 	// TokenRequests counts downstream token lookups by source and result
 	// (hit, miss, shared, error).
 	TokenRequests *prometheus.CounterVec
+	// DecisionLogDropped counts decision log entries dropped because the
+	// writer fell behind.
+	DecisionLogDropped prometheus.Counter
 }
 
 // NewMetrics registers the metrics, and Go and process collectors, in a
@@ -54,8 +57,11 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 		TokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "audgate_token_source_requests_total", Help: "Downstream token lookups by source and result (hit, miss, shared, error).",
 		}, []string{"source", "result"}),
+		DecisionLogDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "audgate_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind.",
+		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests,
+	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.DecisionLogDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",
 		}, cacheEntries),

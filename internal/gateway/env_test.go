@@ -188,6 +188,12 @@ routes:
 // config YAML before it is parsed.
 func newEnv(t testing.TB, edit func(yaml string) string) *env {
 	t.Helper()
+	return newEnvWith(t, edit, Options{})
+}
+
+// newEnvWith is newEnv with gateway options; Logger is always the env's.
+func newEnvWith(t testing.TB, edit func(yaml string) string, opts Options) *env {
+	t.Helper()
 	e := &env{issuer: newTestIssuer(t), upstream: newRecorder(t), logs: &syncBuffer{}}
 	doc := baseConfig
 	if edit != nil {
@@ -201,7 +207,8 @@ func newEnv(t testing.TB, edit func(yaml string) string) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.gw, err = New(ctx, cfg, Options{Logger: log})
+	opts.Logger = log
+	e.gw, err = New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,6 +40,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
+	// PolicyWatchInterval is how often policy.path is checked for changes
+	// when policy.watch is on. Default: 2s.
+	PolicyWatchInterval time.Duration
 }
 
 // Gateway is one configured gateway. It is read-only after New.
@@ -46,7 +50,7 @@ type Gateway struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	verifier *authn.Verifier
-	policy   *policy.Engine
+	policy   atomic.Pointer[policy.Engine] // swapped whole on reload
 	cache    *tokens.Cache
 	metrics  *telemetry.Metrics
 	dlog     *telemetry.DecisionLog
@@ -90,11 +94,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if g.verifier, err = authn.New(ctx, authnOptions(cfg, opts)); err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
-	if g.policy, err = policy.New(ctx, policy.Options{
-		Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D(),
-	}); err != nil {
+	popts := policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D()}
+	engine, err := policy.New(ctx, popts)
+	if err != nil {
 		return nil, err
 	}
+	g.policy.Store(engine)
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
@@ -120,6 +125,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		g.ups[uc.Name] = u
 	}
 	g.echo = g.buildRouter()
+	if cfg.Policy.Watch && cfg.Policy.Path != "" {
+		every := opts.PolicyWatchInterval
+		if every <= 0 {
+			every = 2 * time.Second
+		}
+		go g.watchPolicy(ctx, popts, every)
+	}
 	return g, nil
 }
 

@@ -174,7 +174,8 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 // limits. A deny is a *denyError.
 func (g *Gateway) decide(ctx context.Context, rt *route, in *policy.Input) (policy.Decision, error) {
 	start := time.Now()
-	d, err := g.policy.Decide(ctx, in)
+	engine := g.policy.Load()
+	d, err := engine.Decide(ctx, in)
 	if err == nil {
 		err = d.Check(rt.upstream.limits)
 	}
@@ -203,7 +204,7 @@ func (g *Gateway) logDecision(r *http.Request, in *policy.Input, d policy.Decisi
 	}
 	e := &telemetry.DecisionEntry{
 		DecisionID: g.ids.next(""), RequestID: requestID(r), Timestamp: time.Now(),
-		Path: g.policy.Query(), Input: in, Result: d, Error: errString(err), TokenSource: tok,
+		Path: g.policy.Load().Query(), Input: in, Result: d, Error: errString(err), TokenSource: tok,
 	}
 	if errors.Is(err, policy.ErrPolicy) {
 		e.Result = nil

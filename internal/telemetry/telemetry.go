@@ -29,6 +29,8 @@ type Metrics struct {
 	// TokenRequests counts downstream token lookups by source and result
 	// (hit, miss, shared, error).
 	TokenRequests *prometheus.CounterVec
+	// PolicyReloads counts policy reloads by result (ok, error).
+	PolicyReloads *prometheus.CounterVec
 	// DecisionLogDropped counts decision log entries dropped because the
 	// writer fell behind.
 	DecisionLogDropped prometheus.Counter
@@ -57,11 +59,14 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 		TokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "audgate_token_source_requests_total", Help: "Downstream token lookups by source and result (hit, miss, shared, error).",
 		}, []string{"source", "result"}),
+		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audgate_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
+		}, []string{"result"}),
 		DecisionLogDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "audgate_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind.",
 		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.DecisionLogDropped,
+	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.PolicyReloads, m.DecisionLogDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",
 		}, cacheEntries),

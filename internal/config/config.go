@@ -114,13 +114,15 @@ const (
 	SourceTokenExchange     = "token_exchange"
 	SourceClientCredentials = "client_credentials"
 	SourceSelfSigned        = "self_signed"
+	SourceJWTBearer         = "jwt_bearer"
 )
 
 // TokenSource is where downstream tokens come from.
 type TokenSource struct {
 	// Name is how upstreams refer to this source. Required, unique.
 	Name string `yaml:"name"`
-	// Type is token_exchange, client_credentials or self_signed. Required.
+	// Type is token_exchange, client_credentials, jwt_bearer or
+	// self_signed. Required.
 	Type string `yaml:"type"`
 	// Issuer: for token_exchange and client_credentials, the IdP's issuer,
 	// used to discover token_endpoint; for self_signed, the iss of the
@@ -137,8 +139,10 @@ type TokenSource struct {
 	ClientAuth string `yaml:"client_auth"`
 	// PrivateKeyFile signs client assertions for private_key_jwt.
 	PrivateKeyFile string `yaml:"private_key_file"`
-	// AudienceParam is how the audience is sent: audience, resource or
-	// both. Default: audience.
+	// AudienceParam is how the audience is sent: audience (Auth0, Okta,
+	// Keycloak), resource (RFC 8707), both, or scope (Microsoft Entra ID:
+	// each scope sent as <audience>/<scope>, or <audience>/.default when
+	// there is none). Default: audience.
 	AudienceParam string `yaml:"audience_param"`
 	// SubjectTokenType is RFC 8693's subject_token_type. Default:
 	// urn:ietf:params:oauth:token-type:access_token.
@@ -146,6 +150,15 @@ type TokenSource struct {
 	// RequestedTokenType is RFC 8693's requested_token_type. Default:
 	// urn:ietf:params:oauth:token-type:access_token.
 	RequestedTokenType string `yaml:"requested_token_type"`
+	// ActorToken (token_exchange) is sent as RFC 8693 actor_token, naming
+	// audgate as the actor; use ${ENV}. Default: none.
+	ActorToken Secret `yaml:"actor_token"`
+	// ActorTokenType is the actor token's type URI. Default, when
+	// actor_token is set: urn:ietf:params:oauth:token-type:access_token.
+	ActorTokenType string `yaml:"actor_token_type"`
+	// OnBehalfOf (jwt_bearer) sends requested_token_use=on_behalf_of, as
+	// Microsoft Entra ID's On-Behalf-Of flow requires. Default: false.
+	OnBehalfOf bool `yaml:"on_behalf_of"`
 	// Timeout bounds one request to the IdP. Default: 5s.
 	Timeout Duration `yaml:"timeout"`
 	// SigningKeys (self_signed) is a directory of PEM or JWK private keys,

@@ -130,13 +130,16 @@ func (l *DecisionLog) applyDefaults() {
 // the type ignores stays empty and Validate can refuse it when it is set.
 func (ts *TokenSource) applyDefaults() {
 	switch ts.Type {
-	case SourceTokenExchange, SourceClientCredentials:
+	case SourceTokenExchange, SourceClientCredentials, SourceJWTBearer:
 		setDefault(&ts.ClientAuth, defaultClientAuth)
 		setDefault(&ts.AudienceParam, defaultAudienceParam)
 		setDefault(&ts.Timeout, Duration(defaultSourceTimeout))
 		if ts.Type == SourceTokenExchange {
 			setDefault(&ts.SubjectTokenType, defaultTokenType)
 			setDefault(&ts.RequestedTokenType, defaultTokenType)
+			if ts.ActorToken != "" {
+				setDefault(&ts.ActorTokenType, defaultTokenType)
+			}
 		}
 	case SourceSelfSigned:
 		setDefault(&ts.Algorithm, defaultSelfSignedAlgorithm)

@@ -281,14 +281,14 @@ func (v *validator) tokenSources(list []TokenSource) (names []string) {
 			names = append(names, ts.Name)
 		}
 		switch ts.Type {
-		case SourceTokenExchange, SourceClientCredentials:
+		case SourceTokenExchange, SourceClientCredentials, SourceJWTBearer:
 			v.idpSource(p, ts)
 		case SourceSelfSigned:
 			v.selfSigned(p, ts)
 		case "":
-			v.add(p+".type", "empty; write one of: token_exchange, client_credentials, self_signed")
+			v.add(p+".type", "empty; write one of: token_exchange, client_credentials, jwt_bearer, self_signed")
 		default:
-			v.add(p+".type", "%s", unsupported(ts.Type, "is not a token source type", []string{SourceTokenExchange, SourceClientCredentials, SourceSelfSigned}))
+			v.add(p+".type", "%s", unsupported(ts.Type, "is not a token source type", []string{SourceTokenExchange, SourceClientCredentials, SourceJWTBearer, SourceSelfSigned}))
 		}
 		v.ignoredFields(p, ts)
 	}
@@ -326,9 +326,9 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 		v.add(p+".client_auth", "%s", unsupported(ts.ClientAuth, "is not a client authentication method", []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}))
 	}
 	switch ts.AudienceParam {
-	case "audience", "resource", "both":
+	case "audience", "resource", "both", "scope":
 	default:
-		v.add(p+".audience_param", "%s", unsupported(ts.AudienceParam, "is not a way to send the audience", []string{"audience", "resource", "both"}))
+		v.add(p+".audience_param", "%s", unsupported(ts.AudienceParam, "is not a way to send the audience", []string{"audience", "resource", "both", "scope"}))
 	}
 	if ts.Type == SourceTokenExchange {
 		if ts.SubjectTokenType == "" {
@@ -336,6 +336,9 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 		}
 		if ts.RequestedTokenType == "" {
 			v.add(p+".requested_token_type", "empty; write a token type URI, e.g. %s", defaultTokenType)
+		}
+		if ts.ActorTokenType != "" && ts.ActorToken == "" {
+			v.add(p+".actor_token_type", "set without actor_token; write actor_token: ${ENV_VAR} or remove actor_token_type")
 		}
 	}
 	v.positive(p+".timeout", ts.Timeout, "5s")
@@ -360,12 +363,17 @@ func (v *validator) selfSigned(p string, ts *TokenSource) {
 func ignoredBy(typ string) []string {
 	switch typ {
 	case SourceTokenExchange:
-		return []string{"signing_keys", "algorithm", "ttl"}
+		return []string{"signing_keys", "algorithm", "ttl", "on_behalf_of"}
 	case SourceClientCredentials:
-		return []string{"subject_token_type", "requested_token_type", "signing_keys", "algorithm", "ttl"}
+		return []string{"subject_token_type", "requested_token_type", "signing_keys", "algorithm", "ttl",
+			"actor_token", "actor_token_type", "on_behalf_of"}
+	case SourceJWTBearer:
+		return []string{"subject_token_type", "requested_token_type", "signing_keys", "algorithm", "ttl",
+			"actor_token", "actor_token_type"}
 	case SourceSelfSigned:
 		return []string{"token_endpoint", "client_id", "client_secret", "client_auth", "private_key_file",
-			"audience_param", "subject_token_type", "requested_token_type", "timeout"}
+			"audience_param", "subject_token_type", "requested_token_type", "timeout",
+			"actor_token", "actor_token_type", "on_behalf_of"}
 	}
 	return nil
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -67,6 +69,9 @@ func classify(err error) response {
 		authnE *authn.Error
 		he     *echo.HTTPError
 		mbe    *http.MaxBytesError
+
+		refused *tokens.RefusedError
+		unavail *tokens.UnavailableError
 	)
 	switch {
 	case errors.As(err, &pathE):
@@ -87,6 +92,15 @@ func classify(err error) response {
 			desc = authnE.Reason
 		}
 		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
+	case errors.As(err, &refused):
+		return refusedResponse(refused)
+	case errors.As(err, &unavail):
+		after := "1"
+		if unavail.RetryAfter > 0 {
+			after = strconv.Itoa(int(unavail.RetryAfter / time.Second))
+		}
+		return response{status: 503, code: "temporarily_unavailable", desc: "the identity provider could not issue a token for the upstream; try again later",
+			retryAfter: after, level: slog.LevelError}
 	case errors.Is(err, tokens.ErrSubjectExpired):
 		return response{status: 401, code: "invalid_token", desc: "token expired", challenge: challenge("invalid_token", "token expired"), level: slog.LevelInfo}
 	case errors.As(err, &deny):
@@ -103,6 +117,24 @@ func classify(err error) response {
 		return echoResponse(he)
 	}
 	return response{status: 500, code: "internal_error", desc: "internal error", level: slog.LevelError}
+}
+
+// refusedResponse maps an identity provider's OAuth error code (RFC 6749
+// §5.2, RFC 8693 §2.2.2, RFC 8707 §2) to the caller: a refused subject
+// token is the caller's invalid token, a refused audience or scope is the
+// caller's missing permission, and a refused client is audgate's
+// misconfiguration, which the caller cannot fix.
+func refusedResponse(e *tokens.RefusedError) response {
+	switch e.Code {
+	case "invalid_grant", "invalid_request":
+		desc := "the identity provider did not accept the access token (" + e.Code + ")"
+		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
+	case "invalid_target", "invalid_scope", "access_denied", "unauthorized_client":
+		desc := "the identity provider refused a token for the upstream's audience or scopes (" + e.Code + ")"
+		return response{status: 403, code: "insufficient_scope", desc: desc, challenge: challenge("insufficient_scope", desc), level: slog.LevelInfo}
+	}
+	return response{status: 502, code: "token_source_misconfigured",
+		desc: "the identity provider refused audgate's token request; the gateway's operator must fix its client configuration", level: slog.LevelError}
 }
 
 func denyResponse(d *denyError) response {

@@ -40,6 +40,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
+	// IdPClient makes token sources' requests to identity providers.
+	// Default: one client per source with a 10s timeout.
+	IdPClient *http.Client
 	// PolicyWatchInterval is how often policy.path is checked for changes
 	// when policy.watch is on. Default: 2s.
 	PolicyWatchInterval time.Duration
@@ -104,6 +107,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
 		DefaultTTL:          cfg.Cache.DefaultTTL.D(),
+		NegativeTTL:         cfg.Cache.NegativeTTL.D(),
 		Now:                 opts.Now,
 	})
 	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
@@ -156,27 +160,49 @@ func authnOptions(cfg *config.Config, opts Options) authn.Options {
 func (g *Gateway) buildSources(opts Options) (map[string]*tokens.Entry, error) {
 	entries := map[string]*tokens.Entry{}
 	for i, sc := range g.cfg.TokenSources {
-		var (
-			src       tokens.Source
-			perCaller bool
-		)
-		switch sc.Type {
-		case config.SourceSelfSigned:
-			s, err := tokens.NewSelfSigned(tokens.SelfSignedOptions{
-				Name: sc.Name, Issuer: sc.Issuer, Algorithm: sc.Algorithm, TTL: sc.TTL.D(),
-				KeysPath: sc.SigningKeys, Logger: opts.Logger, Now: opts.Now,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
-			}
-			src, perCaller = s, true
-			g.selfKeys = append(g.selfKeys, s)
-		default:
-			return nil, fmt.Errorf("token_sources[%d].type: %q is not supported by this version; use self_signed", i, sc.Type)
+		src, perCaller, err := g.buildSource(sc, opts)
+		if err != nil {
+			return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
 		entries[sc.Name] = &tokens.Entry{Name: sc.Name, Source: src, PerCaller: perCaller, Timeout: sc.Timeout.D()}
 	}
 	return entries, nil
+}
+
+// buildSource makes one token source; perCaller says whether its tokens
+// depend on the caller's token.
+func (g *Gateway) buildSource(sc config.TokenSource, opts Options) (tokens.Source, bool, error) {
+	idp := tokens.IdPOptions{
+		Name: sc.Name, Issuer: sc.Issuer, TokenEndpoint: sc.TokenEndpoint,
+		ClientID: sc.ClientID, ClientSecret: sc.ClientSecret.Value(), ClientAuth: sc.ClientAuth,
+		PrivateKeyFile: sc.PrivateKeyFile, AudienceParam: sc.AudienceParam,
+		HTTPClient: opts.IdPClient, Now: opts.Now,
+	}
+	switch sc.Type {
+	case config.SourceSelfSigned:
+		s, err := tokens.NewSelfSigned(tokens.SelfSignedOptions{
+			Name: sc.Name, Issuer: sc.Issuer, Algorithm: sc.Algorithm, TTL: sc.TTL.D(),
+			KeysPath: sc.SigningKeys, Logger: opts.Logger, Now: opts.Now,
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		g.selfKeys = append(g.selfKeys, s)
+		return s, true, nil
+	case config.SourceTokenExchange:
+		s, err := tokens.NewTokenExchange(tokens.ExchangeOptions{
+			IdPOptions: idp, SubjectTokenType: sc.SubjectTokenType, RequestedTokenType: sc.RequestedTokenType,
+			ActorToken: sc.ActorToken.Value(), ActorTokenType: sc.ActorTokenType,
+		})
+		return s, true, err
+	case config.SourceJWTBearer:
+		s, err := tokens.NewJWTBearer(tokens.JWTBearerOptions{IdPOptions: idp, OnBehalfOf: sc.OnBehalfOf})
+		return s, true, err
+	case config.SourceClientCredentials:
+		s, err := tokens.NewClientCredentials(idp)
+		return s, false, err
+	}
+	return nil, false, fmt.Errorf("type: %q is not a token source type", sc.Type)
 }
 
 func (g *Gateway) buildUpstream(uc config.Upstream, entry *tokens.Entry) (*upstream, error) {

@@ -151,12 +151,13 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			return err
 		}
 		entry := rt.upstream.entry
-		tok, outcome, err := g.cache.Token(ctx, entry, &tokens.Request{
+		treq := &tokens.Request{
 			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
 			Subject: p.Subject, ClientID: p.ClientID,
 			SubjectToken: raw, SubjectTokenHash: p.TokenHash, SubjectExpiry: p.ExpiresAt,
 			Claims: d.Claims,
-		})
+		}
+		tok, outcome, err := g.cache.Token(ctx, entry, treq)
 		g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
 		g.logDecision(r, in, d, nil, &telemetry.TokenOutcome{Name: entry.Name, Outcome: string(outcome), Error: errString(err)})
 		if err != nil {
@@ -165,6 +166,12 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
 			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix, InboundToken: raw,
 			RequestID: requestID(r),
+			Refresh: func(ctx context.Context) (string, error) {
+				g.cache.Forget(entry, treq)
+				tok, outcome, err := g.cache.Token(ctx, entry, treq)
+				g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
+				return tok.Value, err
+			},
 		})
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -58,6 +59,10 @@ type Outbound struct {
 	InboundToken string
 	// RequestID is sent as X-Request-Id.
 	RequestID string
+	// Refresh, if set, drops the downstream token and returns a fresh one.
+	// When the upstream answers 401 to an idempotent request without a
+	// body, the request is sent once more with the fresh token.
+	Refresh func(ctx context.Context) (string, error)
 }
 
 // Upstream proxies to one upstream. It is safe for concurrent use.
@@ -101,7 +106,7 @@ func New(opts Options) (*Upstream, error) {
 	u := &Upstream{name: opts.Name, target: opts.URL, transport: transport, errorHandler: opts.ErrorHandler}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:   u.rewrite,
-		Transport: transport,
+		Transport: &retryOn401{base: transport},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			opts.ErrorHandler(w, r, classify(opts.Name, err))
 		},
@@ -147,6 +152,45 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	for k, v := range out.Headers {
 		h.Set(k, v)
 	}
+}
+
+// retryOn401 sends an idempotent bodyless request once more, with a fresh
+// downstream token, when the upstream answers 401: the cached token may
+// have been revoked or the upstream's keys rotated.
+type retryOn401 struct {
+	base http.RoundTripper
+}
+
+func (t *retryOn401) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !retryable(req) {
+		return resp, err
+	}
+	out, _ := req.Context().Value(outboundKey{}).(*Outbound)
+	if out == nil || out.Refresh == nil {
+		return resp, nil
+	}
+	tok, rerr := out.Refresh(req.Context())
+	if rerr != nil || tok == "" {
+		// No fresh token: the upstream's own 401 is the honest answer.
+		return resp, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	retry := req.Clone(req.Context())
+	retry.Header.Set("Authorization", "Bearer "+tok)
+	return t.base.RoundTrip(retry)
+}
+
+// retryable reports whether req may be sent twice: an idempotent method
+// (RFC 9110 §9.2.2) and no body.
+func retryable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+	default:
+		return false
+	}
+	return (req.Body == nil || req.Body == http.NoBody) && req.ContentLength == 0
 }
 
 func stripPrefix(p, prefix string) string {

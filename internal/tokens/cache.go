@@ -21,6 +21,10 @@ type CacheOptions struct {
 	RefreshBeforeExpiry time.Duration
 	// DefaultTTL is used for a token whose expiry is unknown. Default: 60s.
 	DefaultTTL time.Duration
+	// NegativeTTL: an identity provider's refusal is remembered this long
+	// per key, so a caller who is refused cannot make audgate ask again on
+	// every request. 0 turns it off.
+	NegativeTTL time.Duration
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
 }
@@ -68,16 +72,19 @@ type Outcome string
 
 // Outcomes of Cache.Token.
 const (
-	OutcomeHit    Outcome = "hit"
-	OutcomeMiss   Outcome = "miss"
-	OutcomeShared Outcome = "shared" // waited for another caller's miss
-	OutcomeError  Outcome = "error"
+	OutcomeHit     Outcome = "hit"
+	OutcomeMiss    Outcome = "miss"
+	OutcomeShared  Outcome = "shared"  // waited for another caller's miss
+	OutcomeRefused Outcome = "refused" // the IdP refused, now or within negative_ttl
+	OutcomeError   Outcome = "error"
 )
 
-// cached is a token with the time until which it may be served.
+// cached is a token, or a remembered refusal, with the time until which
+// it may be served.
 type cached struct {
-	tok   Token
-	until time.Time
+	tok     Token
+	refusal error
+	until   time.Time
 }
 
 // Token returns a token for req from the cache or, on a miss, from the
@@ -89,14 +96,20 @@ func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outco
 	if err != nil {
 		return Token{}, OutcomeError, err
 	}
-	if tok, ok := c.lookup(key); ok {
-		return tok, OutcomeHit, nil
+	if ent := c.lookup(key); ent != nil {
+		if ent.refusal != nil {
+			return Token{}, OutcomeRefused, ent.refusal
+		}
+		return ent.tok, OutcomeHit, nil
 	}
 	ch := c.group.DoChan(key, func() (any, error) {
 		// A caller that missed just before another's fetch finished must
 		// not fetch again.
-		if tok, ok := c.lookup(key); ok {
-			return tok, nil
+		if ent := c.lookup(key); ent != nil {
+			if ent.refusal != nil {
+				return nil, ent.refusal
+			}
+			return ent.tok, nil
 		}
 		timeout := e.Timeout
 		if timeout <= 0 {
@@ -106,6 +119,9 @@ func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outco
 		defer cancel()
 		tok, err := e.Source.Token(fctx, req)
 		if err != nil {
+			if IsRefusal(err) && c.opts.NegativeTTL > 0 {
+				c.remember(key, err)
+			}
 			return nil, err
 		}
 		c.store(key, tok, e.PerCaller, req)
@@ -116,6 +132,9 @@ func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outco
 		return Token{}, OutcomeError, ctx.Err()
 	case r := <-ch:
 		if r.Err != nil {
+			if IsRefusal(r.Err) {
+				return Token{}, OutcomeRefused, r.Err
+			}
 			return Token{}, OutcomeError, r.Err
 		}
 		if r.Shared {
@@ -125,13 +144,22 @@ func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outco
 	}
 }
 
-func (c *Cache) lookup(key string) (Token, bool) {
+// lookup returns the live entry for key, or nil.
+func (c *Cache) lookup(key string) *cached {
 	if v, ok := c.items.Get(key); ok {
 		if ent := v.(*cached); c.opts.Now().Before(ent.until) {
-			return ent.tok, true
+			return ent
 		}
 	}
-	return Token{}, false
+	return nil
+}
+
+// remember keeps a refusal for negative_ttl.
+func (c *Cache) remember(key string, refusal error) {
+	if c.items.ItemCount() >= c.opts.MaxEntries {
+		c.evict()
+	}
+	c.items.Set(key, &cached{refusal: refusal, until: c.opts.Now().Add(c.opts.NegativeTTL)}, c.opts.NegativeTTL)
 }
 
 // Forget drops the cached token for req, e.g. after the upstream answered

@@ -57,6 +57,7 @@ type Gateway struct {
 	cache    *tokens.Cache
 	metrics  *telemetry.Metrics
 	dlog     *telemetry.DecisionLog
+	workers  *policy.Workers
 	strip    *headerMatcher
 	echo     *echo.Echo
 	selfKeys []*tokens.SelfSigned
@@ -97,9 +98,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if g.verifier, err = authn.New(ctx, authnOptions(cfg, opts)); err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
-	popts := policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D()}
+	g.workers = policy.NewWorkers(0)
+	popts := policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query,
+		Timeout: cfg.Policy.Timeout.D(), Workers: g.workers}
 	engine, err := policy.New(ctx, popts)
 	if err != nil {
+		g.workers.Close()
 		return nil, err
 	}
 	g.policy.Store(engine)
@@ -284,6 +288,7 @@ func (g *Gateway) Ready() error { return g.verifier.Ready() }
 
 // Close flushes the decision log and releases idle upstream connections.
 func (g *Gateway) Close() {
+	g.workers.Close()
 	_ = g.dlog.Close()
 	for _, u := range g.ups {
 		u.proxy.Close()

@@ -30,6 +30,9 @@ type Options struct {
 	Query string
 	// Timeout bounds one evaluation. Default: 100ms.
 	Timeout time.Duration
+	// Workers, if set, run evaluations (see Workers). Default: the
+	// caller's goroutine.
+	Workers *Workers
 }
 
 // Engine evaluates one compiled policy. It is safe for concurrent use and
@@ -38,6 +41,7 @@ type Engine struct {
 	query   rego.PreparedEvalQuery
 	queryS  string
 	timeout time.Duration
+	workers *Workers
 }
 
 // New compiles the policy and prepares the query. Compile errors name the
@@ -75,7 +79,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: compile %s: %w", source(opts), err)
 	}
-	return &Engine{query: pq, queryS: opts.Query, timeout: opts.Timeout}, nil
+	return &Engine{query: pq, queryS: opts.Query, timeout: opts.Timeout, workers: opts.Workers}, nil
 }
 
 func source(opts Options) string {
@@ -125,6 +129,16 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	v, err := in.Value()
 	if err != nil {
 		return Decision{}, &Error{Msg: "build input", Err: err}
+	}
+	if e.workers == nil {
+		return e.eval(ctx, v)
+	}
+	return e.workers.run(&evaluation{e: e, ctx: ctx, input: v, res: make(chan evalResult, 1)})
+}
+
+func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()

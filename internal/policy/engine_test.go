@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -261,6 +262,35 @@ func TestCheck(t *testing.T) {
 				t.Errorf("status = %d, want %d", tc.d.Status, tc.wantStatus)
 			}
 		})
+	}
+}
+
+func TestWorkers(t *testing.T) {
+	w := NewWorkers(2)
+	e, err := New(context.Background(), Options{Modules: policies.FS, Workers: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if d, err := e.Decide(context.Background(), sampleInput()); err != nil || !d.Allow {
+				t.Errorf("Decide = %+v, %v", d, err)
+			}
+		}()
+	}
+	wg.Wait()
+	w.Close()
+	w.Close()
+	if d, err := e.Decide(context.Background(), sampleInput()); err != nil || !d.Allow {
+		t.Errorf("after Close, Decide = %+v, %v; want the caller's goroutine to evaluate", d, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.Decide(ctx, sampleInput()); !errors.Is(err, ErrPolicy) {
+		t.Errorf("cancelled context: err = %v, want a policy error", err)
 	}
 }
 

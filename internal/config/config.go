@@ -139,6 +139,9 @@ type TokenSource struct {
 	ClientAuth string `yaml:"client_auth"`
 	// PrivateKeyFile signs client assertions for private_key_jwt.
 	PrivateKeyFile string `yaml:"private_key_file"`
+	// ClientAssertionAudience is the aud of private_key_jwt assertions.
+	// Default: the token endpoint; Zitadel wants its issuer.
+	ClientAssertionAudience string `yaml:"client_assertion_audience"`
 	// AudienceParam is how the audience is sent: audience (Auth0, Okta,
 	// Keycloak), resource (RFC 8707), both, or scope (Microsoft Entra ID:
 	// each scope sent as <audience>/<scope>, or <audience>/.default when

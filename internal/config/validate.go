@@ -315,12 +315,18 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 	}
 	switch ts.ClientAuth {
 	case "client_secret_basic", "client_secret_post":
+		if ts.ClientAssertionAudience != "" {
+			v.add(p+".client_assertion_audience", "set, but client_auth is %s, which sends no assertion; remove it or use client_auth: private_key_jwt", ts.ClientAuth)
+		}
 		if ts.ClientSecret == "" {
 			v.add(p+".client_secret", "empty, but client_auth is %s; write client_secret: ${ENV_VAR}, or use client_auth: private_key_jwt", ts.ClientAuth)
 		}
 	case "private_key_jwt":
 		if ts.PrivateKeyFile == "" {
 			v.add(p+".private_key_file", "empty, but client_auth is private_key_jwt; write the path of the PEM key that signs client assertions")
+		}
+		if ts.ClientSecret != "" {
+			v.add(p+".client_secret", "set, but client_auth is private_key_jwt, which never sends it; remove it")
 		}
 	default:
 		v.add(p+".client_auth", "%s", unsupported(ts.ClientAuth, "is not a client authentication method", []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}))
@@ -372,7 +378,7 @@ func ignoredBy(typ string) []string {
 			"actor_token", "actor_token_type"}
 	case SourceSelfSigned:
 		return []string{"token_endpoint", "client_id", "client_secret", "client_auth", "private_key_file",
-			"audience_param", "subject_token_type", "requested_token_type", "timeout",
+			"client_assertion_audience", "audience_param", "subject_token_type", "requested_token_type", "timeout",
 			"actor_token", "actor_token_type", "on_behalf_of"}
 	}
 	return nil

@@ -2,7 +2,11 @@ package tokens
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -46,6 +50,10 @@ type IdPOptions struct {
 	ClientAuth string
 	// PrivateKeyFile is a PEM or JWK private key for AuthPrivateKeyJWT.
 	PrivateKeyFile string
+	// AssertionAudience is the aud of private_key_jwt client assertions.
+	// Default: the token endpoint (RFC 7523 §3); some IdPs (Zitadel) want
+	// their issuer.
+	AssertionAudience string
 	// AudienceParam sends the audience as "audience" (default),
 	// "resource" (RFC 8707) or "both".
 	AudienceParam string
@@ -222,20 +230,21 @@ func (c *idp) clientAssertion(endpoint string) (string, error) {
 	if _, err := rand.Read(jti[:]); err != nil {
 		return "", err
 	}
+	aud := c.opts.AssertionAudience
+	if aud == "" {
+		aud = endpoint
+	}
 	payload, err := json.Marshal(map[string]any{
-		"iss": c.opts.ClientID, "sub": c.opts.ClientID, "aud": endpoint,
+		"iss": c.opts.ClientID, "sub": c.opts.ClientID, "aud": aud,
 		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
 		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
 	})
 	if err != nil {
 		return "", err
 	}
-	alg := jwa.RS256
-	switch c.key.KeyType() {
-	case "EC":
-		alg = jwa.ES256
-	case "OKP":
-		alg = jwa.EdDSA
+	alg, err := assertionAlg(c.key)
+	if err != nil {
+		return "", fmt.Errorf("token source %q: %w", c.opts.Name, err)
 	}
 	hdr := jws.NewHeaders()
 	_ = hdr.Set(jws.KeyIDKey, c.key.KeyID())
@@ -245,6 +254,31 @@ func (c *idp) clientAssertion(endpoint string) (string, error) {
 		return "", fmt.Errorf("token source %q: sign client assertion: %w", c.opts.Name, err)
 	}
 	return string(signed), nil
+}
+
+// assertionAlg picks the signing algorithm for a client key: RS256 for
+// RSA, ES256/ES384/ES512 by curve, EdDSA for Ed25519.
+func assertionAlg(k jwk.Key) (jwa.SignatureAlgorithm, error) {
+	var raw any
+	if err := k.Raw(&raw); err != nil {
+		return "", err
+	}
+	switch key := raw.(type) {
+	case *rsa.PrivateKey:
+		return jwa.RS256, nil
+	case *ecdsa.PrivateKey:
+		switch key.Curve {
+		case elliptic.P256():
+			return jwa.ES256, nil
+		case elliptic.P384():
+			return jwa.ES384, nil
+		case elliptic.P521():
+			return jwa.ES512, nil
+		}
+	case ed25519.PrivateKey:
+		return jwa.EdDSA, nil
+	}
+	return "", fmt.Errorf("private_key_file: unsupported key %T for a client assertion", raw)
 }
 
 // tokenResponse is RFC 6749 §5.1 with RFC 8693 §2.2.1's additions.

@@ -400,3 +400,26 @@ func TestNegativeCache(t *testing.T) {
 		t.Errorf("IdP asked %d times, want 4: unavailability must not be cached", n)
 	}
 }
+
+func TestPrivateKeyJWTCurveAndAudience(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	path := filepath.Join(t.TempDir(), "client.pem")
+	writePEM(t, path, key)
+	idp := newWireIdP(t, 200, `{"access_token":"m2m","token_type":"Bearer"}`)
+	src, err := NewClientCredentials(IdPOptions{Name: "zitadel", TokenEndpoint: idp.srv.URL + "/token", ClientID: "audgate",
+		ClientAuth: AuthPrivateKeyJWT, PrivateKeyFile: path, AssertionAudience: "https://zitadel.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Token(context.Background(), exchangeReq()); err != nil {
+		t.Fatal(err)
+	}
+	form, authz := idp.last(t)
+	if authz != "" || form.Get("client_secret") != "" {
+		t.Errorf("a secret went on the wire: %q %v", authz, form)
+	}
+	if _, err := jwt.Parse([]byte(form.Get("client_assertion")), jwt.WithKey(jwa.ES384, &key.PublicKey),
+		jwt.WithAudience("https://zitadel.example.com")); err != nil {
+		t.Errorf("assertion with a P-384 key and the configured audience: %v", err)
+	}
+}

@@ -166,8 +166,8 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
 			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix, InboundToken: raw,
 			RequestID: requestID(r),
+			Drop:      func() { g.cache.Forget(entry, treq) },
 			Refresh: func(ctx context.Context) (string, error) {
-				g.cache.Forget(entry, treq)
 				tok, outcome, err := g.cache.Token(ctx, entry, treq)
 				g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
 				return tok.Value, err

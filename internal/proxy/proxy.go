@@ -59,9 +59,12 @@ type Outbound struct {
 	InboundToken string
 	// RequestID is sent as X-Request-Id.
 	RequestID string
-	// Refresh, if set, drops the downstream token and returns a fresh one.
-	// When the upstream answers 401 to an idempotent request without a
-	// body, the request is sent once more with the fresh token.
+	// Drop, if set, forgets the downstream token: the upstream answered
+	// 401 to it.
+	Drop func()
+	// Refresh, if set, returns a fresh downstream token after Drop. When
+	// the upstream answers 401 to an idempotent request without a body,
+	// the request is sent once more with it.
 	Refresh func(ctx context.Context) (string, error)
 }
 
@@ -163,11 +166,17 @@ type retryOn401 struct {
 
 func (t *retryOn401) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !retryable(req) {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
 	out, _ := req.Context().Value(outboundKey{}).(*Outbound)
-	if out == nil || out.Refresh == nil {
+	if out == nil {
+		return resp, nil
+	}
+	if out.Drop != nil {
+		out.Drop()
+	}
+	if out.Refresh == nil || !retryable(req) {
 		return resp, nil
 	}
 	tok, rerr := out.Refresh(req.Context())

@@ -92,16 +92,19 @@ type cached struct {
 // which runs under the entry's timeout rather than any one caller's
 // context; a caller whose ctx ends stops waiting.
 func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outcome, error) {
-	key, err := c.key(e, req)
+	sum, err := c.key(e, req)
 	if err != nil {
 		return Token{}, OutcomeError, err
 	}
-	if ent := c.lookup(key); ent != nil {
+	// A 32-byte string that does not escape costs no allocation: a hit
+	// allocates nothing.
+	if ent := c.lookup(string(sum[:])); ent != nil {
 		if ent.refusal != nil {
 			return Token{}, OutcomeRefused, ent.refusal
 		}
 		return ent.tok, OutcomeHit, nil
 	}
+	key := string(sum[:])
 	ch := c.group.DoChan(key, func() (any, error) {
 		// A caller that missed just before another's fetch finished must
 		// not fetch again.
@@ -165,8 +168,8 @@ func (c *Cache) remember(key string, refusal error) {
 // Forget drops the cached token for req, e.g. after the upstream answered
 // 401 to it.
 func (c *Cache) Forget(e *Entry, req *Request) {
-	if key, err := c.key(e, req); err == nil {
-		c.items.Delete(key)
+	if sum, err := c.key(e, req); err == nil {
+		c.items.Delete(string(sum[:]))
 	}
 }
 
@@ -226,7 +229,7 @@ func (c *Cache) evict() {
 // key is SHA-256 over length-prefixed fields, so no choice of names,
 // audiences or scopes can collide with another, and no secret or raw
 // token is part of it.
-func (c *Cache) key(e *Entry, req *Request) (string, error) {
+func (c *Cache) key(e *Entry, req *Request) ([sha256.Size]byte, error) {
 	var buf [512]byte
 	b := buf[:0]
 	b = appendField(b, e.Name)
@@ -241,13 +244,12 @@ func (c *Cache) key(e *Entry, req *Request) (string, error) {
 		if len(req.Claims) > 0 {
 			claims, err := json.Marshal(req.Claims) // map keys are sorted
 			if err != nil {
-				return "", fmt.Errorf("tokens: claims: %w", err)
+				return [sha256.Size]byte{}, fmt.Errorf("tokens: claims: %w", err)
 			}
 			b = appendField(b, string(claims))
 		}
 	}
-	sum := sha256.Sum256(b)
-	return string(sum[:]), nil
+	return sha256.Sum256(b), nil
 }
 
 func appendField(b []byte, s string) []byte {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -102,8 +103,8 @@ func TestCacheKeyHasNoSecretOrToken(t *testing.T) {
 	c := NewCache(CacheOptions{})
 	req := &Request{Audience: "aud", SubjectToken: "eyJraw.token.value"}
 	k, _ := c.key(&Entry{Name: "idp", PerCaller: true}, req)
-	if len(k) != sha256.Size {
-		t.Fatalf("key length %d, want a SHA-256", len(k))
+	if len(k) != sha256.Size || strings.Contains(string(k[:]), "eyJ") {
+		t.Fatalf("key %x is not a bare SHA-256", k)
 	}
 }
 
@@ -265,6 +266,21 @@ func TestCacheForget(t *testing.T) {
 	c.Forget(e, req)
 	if _, out, _ := c.Token(context.Background(), e, req); out != OutcomeMiss {
 		t.Errorf("outcome after Forget = %s, want miss", out)
+	}
+}
+
+func TestCacheHitAllocatesNothing(t *testing.T) {
+	clock := newClock()
+	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	c := NewCache(CacheOptions{Now: clock.Now})
+	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	req := userReq("alice", clock, "orders:read", "orders:write")
+	ctx := context.Background()
+	if _, _, err := c.Token(ctx, e, req); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _, _ = c.Token(ctx, e, req) }); n != 0 {
+		t.Errorf("a cache hit allocates %v times, want 0", n)
 	}
 }
 

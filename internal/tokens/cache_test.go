@@ -269,31 +269,32 @@ func TestCacheForget(t *testing.T) {
 	}
 }
 
-func TestCacheHitAllocatesNothing(t *testing.T) {
+// warmCache returns a cache holding one token, with the entry and request
+// that hit it.
+func warmCache(tb testing.TB) (*Cache, *Entry, *Request) {
+	tb.Helper()
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
 	e := &Entry{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("alice", clock, "orders:read", "orders:write")
-	ctx := context.Background()
-	if _, _, err := c.Token(ctx, e, req); err != nil {
-		t.Fatal(err)
+	if _, _, err := c.Token(context.Background(), e, req); err != nil {
+		tb.Fatal(err)
 	}
+	return c, e, req
+}
+
+func TestCacheHitAllocatesNothing(t *testing.T) {
+	c, e, req := warmCache(t)
+	ctx := context.Background()
 	if n := testing.AllocsPerRun(100, func() { _, _, _ = c.Token(ctx, e, req) }); n != 0 {
 		t.Errorf("a cache hit allocates %v times, want 0", n)
 	}
 }
 
 func BenchmarkCacheHit(b *testing.B) {
-	clock := newClock()
-	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
-	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
-	req := userReq("alice", clock, "orders:read", "orders:write")
+	c, e, req := warmCache(b)
 	ctx := context.Background()
-	if _, _, err := c.Token(ctx, e, req); err != nil {
-		b.Fatal(err)
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, out, _ := c.Token(ctx, e, req); out != OutcomeHit {

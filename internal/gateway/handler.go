@@ -76,18 +76,17 @@ func staticJSON(body []byte) echo.HandlerFunc {
 	}
 }
 
-type requestIDKey struct{}
-
-// preflight runs before routing: it names the request, then refuses
-// non-canonical paths and oversize requests, and strips the headers no
-// client may send.
+// preflight runs before routing: it names the request, strips the
+// headers no client may send, and refuses non-canonical paths and
+// oversize requests.
 func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
+		// The request ID lives in the inbound header from here on: every
+		// stage, and writeError, read it there.
 		id := g.ids.next(r.Header.Get("X-Request-Id"))
+		g.strip.strip(r.Header)
 		r.Header.Set("X-Request-Id", id)
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
-		c.SetRequest(r)
 		c.Response().Header().Set("X-Request-Id", id)
 
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
@@ -102,7 +101,6 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(c.Response(), r.Body, g.cfg.Server.MaxBodyBytes)
 		}
-		g.strip.strip(r.Header)
 		return next(c)
 	}
 }
@@ -305,9 +303,5 @@ func (ids *requestIDs) next(given string) string {
 	return ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
 }
 
-func requestID(r *http.Request) string {
-	if id, ok := r.Context().Value(requestIDKey{}).(string); ok {
-		return id
-	}
-	return r.Header.Get("X-Request-Id")
-}
+// requestID returns the ID preflight gave the request.
+func requestID(r *http.Request) string { return r.Header.Get("X-Request-Id") }

@@ -27,10 +27,11 @@ type denyError struct {
 
 func (e *denyError) Error() string { return "policy denied: " + e.reason }
 
-// pathError is a non-canonical request path.
+// pathError is a request the gateway refuses to read: a non-canonical
+// path, or a header name servers could read differently.
 type pathError struct{ err error }
 
-func (e *pathError) Error() string { return "path not canonical: " + e.err.Error() }
+func (e *pathError) Error() string { return "request not canonical: " + e.err.Error() }
 func (e *pathError) Unwrap() error { return e.err }
 
 // tooLargeError is an oversize header block or body.
@@ -82,6 +83,8 @@ func classify(err error) response {
 		return response{status: 413, code: "request_too_large", desc: "request body is too large", level: slog.LevelInfo}
 	case errors.Is(err, errNoToken), errors.Is(err, errWrongScheme), errors.Is(err, errTwoAuthz), errors.Is(err, errTokenInQuery):
 		return response{status: 401, code: "unauthorized", desc: err.Error(), challenge: `Bearer realm="audgate"`, level: slog.LevelInfo}
+	case errors.Is(err, errTokenElsewhere), errors.Is(err, errAccessTokenParam):
+		return response{status: 400, code: "invalid_request", desc: err.Error(), challenge: challenge("invalid_request", err.Error()), level: slog.LevelInfo}
 	case errors.Is(err, errMalformedAuth):
 		return response{status: 401, code: "invalid_token", desc: err.Error(), challenge: challenge("invalid_token", err.Error()), level: slog.LevelInfo}
 	case errors.Is(err, authn.ErrKeysUnavailable):

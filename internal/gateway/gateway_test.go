@@ -126,11 +126,12 @@ func TestSpoofedHeadersCannotReachOrRemove(t *testing.T) {
 		"X-Real-Ip":              {"6.6.6.6"},
 		"X-Original-Url":         {"/admin"},
 		"Connection":             {"Authorization, X-User-Id, X-Forwarded-For, X-Request-Id"},
-		"X-Debug-Token":          {inbound},
-		"Cookie":                 {"session=abc; at=" + inbound},
+		"Cookie":                 {"session=abc"},
 		"X-Http-Method-Override": {"DELETE"},
+		"X-Forwarded-Ssl":        {"on"},
+		"True-Client-Ip":         {"6.6.6.6"},
 	}
-	resp := e.do(t, "GET", "/orders/7?access_token="+inbound+"&keep=1", inbound, hdr, "")
+	resp := e.do(t, "GET", "/orders/7?keep=1", inbound, hdr, "")
 	if resp.StatusCode != 200 {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -147,7 +148,8 @@ func TestSpoofedHeadersCannotReachOrRemove(t *testing.T) {
 		{"X-Real-Ip", r.Header.Get("X-Real-Ip"), ""},
 		{"X-Original-Url", r.Header.Get("X-Original-Url"), ""},
 		{"X-Http-Method-Override", r.Header.Get("X-Http-Method-Override"), ""},
-		{"X-Debug-Token", r.Header.Get("X-Debug-Token"), ""},
+		{"X-Forwarded-Ssl", r.Header.Get("X-Forwarded-Ssl"), ""},
+		{"True-Client-Ip", r.Header.Get("True-Client-Ip"), ""},
 		{"Cookie", r.Header.Get("Cookie"), "session=abc"},
 		{"URI", r.URI, "/orders/7?keep=1"},
 	}
@@ -412,8 +414,8 @@ func TestDecisionLog(t *testing.T) {
 			`decision_log: {output: "`+path+`", mask: [/token/claims/email]}`, 1)
 	})
 	inbound := e.issuer.mint(t, map[string]any{"email": "alice@example.com"})
-	hdr := http.Header{"X-Debug-Token": {inbound}, "Cookie": {"session=secret-cookie"}}
-	if resp := e.do(t, "GET", "/orders/1?access_token="+inbound+"&q=1", inbound, hdr, ""); resp.StatusCode != 200 {
+	hdr := http.Header{"Cookie": {"session=secret-cookie"}}
+	if resp := e.do(t, "GET", "/orders/1?q=1", inbound, hdr, ""); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	if resp := e.do(t, "DELETE", "/orders/1", e.issuer.mint(t, map[string]any{"permissions": []string{}}), nil, ""); resp.StatusCode != 403 {
@@ -452,5 +454,42 @@ func TestDecisionLog(t *testing.T) {
 	}
 	if deny.Result["allow"] != false || !strings.Contains(deny.Error, "needs the permission orders:write") || deny.TokenSource != nil {
 		t.Errorf("deny entry: %s", lines[1])
+	}
+}
+
+// TestTokenOnlyInAuthorization: a request that carries the caller's token
+// anywhere else, or an access_token parameter, is refused before anything
+// is decided or proxied, so the policy and the upstream always see the
+// same request.
+func TestTokenOnlyInAuthorization(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.issuer.mint(t, nil)
+	encoded := "%" + fmt.Sprintf("%02X", tok[0]) + tok[1:]
+	const refused = `error="invalid_request"`
+	tests := []struct {
+		name      string
+		path      string
+		header    http.Header
+		challenge string
+	}{
+		{name: "custom header", path: "/orders/1", header: http.Header{"X-Debug-Token": {tok}}, challenge: refused},
+		{name: "cookie", path: "/orders/1", header: http.Header{"Cookie": {"s=1; at=" + tok}}, challenge: refused},
+		{name: "encoded cookie", path: "/orders/1", header: http.Header{"Cookie": {"at=" + encoded}}, challenge: refused},
+		{name: "query value", path: "/orders/1?t=" + tok, challenge: refused},
+		{name: "encoded query value", path: "/orders/1?t=" + encoded, challenge: refused},
+		{name: "query key", path: "/orders/1?" + tok + "=1", challenge: refused},
+		{name: "access_token with a header", path: "/orders/1?access_token=zzz", challenge: refused},
+		{name: "encoded access_token key", path: "/orders/1?acc%65ss_token=zzz", challenge: refused},
+		{name: "underscore header", path: "/orders/1", header: http.Header{"X_User_Id": {"mallory"}}},
+		{name: "underscore forwarded", path: "/orders/1", header: http.Header{"X_Forwarded_For": {"6.6.6.6"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.upstream.requests())
+			checkError(t, e.do(t, "GET", tc.path, tok, tc.header, ""), 400, "invalid_request", tc.challenge)
+			if n := len(e.upstream.requests()) - before; n != 0 {
+				t.Errorf("the upstream received %d requests", n)
+			}
+		})
 	}
 }

@@ -88,6 +88,9 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		g.strip.strip(r.Header)
 		r.Header.Set("X-Request-Id", id)
 		c.Response().Header().Set("X-Request-Id", id)
+		if err := checkHeaderNames(r.Header); err != nil {
+			return &pathError{err}
+		}
 
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
 			return &pathError{err}
@@ -135,11 +138,14 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if err := checkTokenPlacement(r, raw); err != nil {
+			return err
+		}
 		p, err := g.verifier.Verify(ctx, raw)
 		if err != nil {
 			return err
 		}
-		in, err := g.input(c, rt, p, raw)
+		in, err := g.input(c, rt, p)
 		if err != nil {
 			return err
 		}
@@ -162,7 +168,7 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			return err
 		}
 		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
-			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix, InboundToken: raw,
+			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix,
 			RequestID: requestID(r),
 			Drop:      func() { g.cache.Forget(entry, treq) },
 			Refresh: func(ctx context.Context) (string, error) {
@@ -224,7 +230,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal, raw string) (*policy.Input, error) {
+func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.Input, error) {
 	r := c.Request()
 	names, values := c.ParamNames(), c.ParamValues()
 	params := make(map[string]string, len(names))
@@ -249,8 +255,8 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal, raw strin
 	u := rt.upstream
 	return &policy.Input{
 		Request: policy.Request{
-			Method: r.Method, Path: path, Segments: segments, Query: inputQuery(r, raw),
-			Headers: inputHeaders(r.Header, raw), Host: r.Host, RemoteIP: host,
+			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
+			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
 		},
 		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
 		Upstream:      u.input,

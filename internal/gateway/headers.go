@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -121,37 +122,85 @@ func isB64Token(s string) bool {
 }
 
 // inputHeaders returns the request headers as the policy sees them:
-// lower-case names, repeated values joined with ", ", no Authorization,
-// and no header that carries the caller's token (it would reach the
-// decision log).
-func inputHeaders(h http.Header, token string) map[string]string {
+// lower-case names, repeated values joined with ", ", and neither
+// Authorization nor Proxy-Authorization. checkTokenPlacement has already
+// refused a request that carries the caller's token anywhere else, so the
+// policy sees exactly what the upstream receives.
+func inputHeaders(h http.Header) map[string]string {
 	out := make(map[string]string, len(h))
 	for k, vs := range h {
-		if k == "Authorization" {
+		if k == "Authorization" || k == "Proxy-Authorization" {
 			continue
 		}
-		v := strings.Join(vs, ", ")
-		if strings.Contains(v, token) {
-			continue
-		}
-		out[strings.ToLower(k)] = v
+		out[strings.ToLower(k)] = strings.Join(vs, ", ")
 	}
 	return out
 }
 
-// inputQuery returns the query as the policy sees it: without
-// access_token and without any parameter that carries the caller's token.
-func inputQuery(r *http.Request, token string) map[string][]string {
-	if r.URL.RawQuery == "" {
-		return map[string][]string{}
-	}
-	q := r.URL.Query()
-	for k, vs := range q {
-		if k == "access_token" || slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, token) }) {
-			delete(q, k)
+var (
+	errTokenElsewhere   = errors.New("the access token may only be sent in the Authorization header")
+	errAccessTokenParam = errors.New("the access_token query parameter is not accepted; send the token in the Authorization header")
+)
+
+// checkTokenPlacement refuses a request that carries the caller's token
+// anywhere but its Authorization header, in any header, query key or
+// value, or cookie, raw or percent-encoded, or that has an access_token
+// query parameter (RFC 6750 §2: one method only). Refusing, rather than
+// filtering, keeps what the policy sees and what the upstream receives
+// the same.
+func checkTokenPlacement(r *http.Request, token string) error {
+	for k, vs := range r.Header {
+		if k == "Authorization" {
+			continue
+		}
+		for _, v := range vs {
+			if carries(v, token) {
+				return errTokenElsewhere
+			}
 		}
 	}
-	return q
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	if carries(r.URL.RawQuery, token) {
+		return errTokenElsewhere
+	}
+	for k, vs := range r.URL.Query() {
+		if k == "access_token" {
+			return errAccessTokenParam
+		}
+		if strings.Contains(k, token) || slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, token) }) {
+			return errTokenElsewhere
+		}
+	}
+	return nil
+}
+
+// carries reports whether s holds token as is or percent-encoded.
+func carries(s, token string) bool {
+	if strings.Contains(s, token) {
+		return true
+	}
+	if !strings.Contains(s, "%") {
+		return false
+	}
+	dec, err := url.PathUnescape(s)
+	return err == nil && strings.Contains(dec, token)
+}
+
+var errUnderscoreHeader = errors.New("header names with underscores are not accepted")
+
+// checkHeaderNames refuses header names with an underscore: servers that
+// map headers to variables (CGI, FastCGI, WSGI, Rack) read X_User_Id as
+// X-User-Id, so such a name could pose as a header the gateway sets or
+// strips.
+func checkHeaderNames(h http.Header) error {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			return errUnderscoreHeader
+		}
+	}
+	return nil
 }
 
 // headerBytes approximates the size of a request's header block as it was

@@ -1,9 +1,9 @@
 // Package proxy forwards allowed requests to an upstream with
 // httputil.ReverseProxy and its Rewrite hook (RFC 9110 §7.6 hop-by-hop
 // headers are removed before Rewrite runs, so what Rewrite sets cannot be
-// removed by a client's Connection header). The caller's token is replaced
-// by the downstream token and scrubbed from every other header, the query
-// and cookies.
+// removed by a client's Connection header). The caller's Authorization is
+// replaced by the downstream token; the gateway has already refused any
+// request that carries the caller's token anywhere else.
 package proxy
 
 import (
@@ -55,9 +55,6 @@ type Outbound struct {
 	Headers map[string]string
 	// StripPrefix is removed from the request path.
 	StripPrefix string
-	// InboundToken is the caller's token, scrubbed from everything the
-	// upstream receives.
-	InboundToken string
 	// RequestID is sent as X-Request-Id.
 	RequestID string
 	// Drop, if set, forgets the downstream token: the upstream answered
@@ -135,7 +132,12 @@ func (u *Upstream) Close() { u.transport.CloseIdleConnections() }
 
 // spoofable are headers a client could send to pose as a proxy hop; the
 // gateway sets the X-Forwarded-* family itself.
-var spoofable = []string{"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server"}
+var spoofable = []string{
+	"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
+	"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Forwarded-Uri",
+	"X-Original-Host", "X-Host", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip",
+	"Proxy-Authorization",
+}
 
 func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.In.Context().Value(outboundKey{}).(*Outbound) // Serve always sets it
@@ -149,7 +151,6 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	for _, k := range spoofable {
 		h.Del(k)
 	}
-	scrub(pr.Out, out.InboundToken)
 	h.Set("Authorization", "Bearer "+out.Token)
 	if out.RequestID != "" {
 		h.Set("X-Request-Id", out.RequestID)
@@ -229,48 +230,6 @@ func stripPrefix(p, prefix string) string {
 		p = "/" + p
 	}
 	return p
-}
-
-// scrub removes the caller's token from every header, query parameter and
-// cookie of the outbound request.
-func scrub(r *http.Request, token string) {
-	if token == "" {
-		return
-	}
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			if strings.Contains(v, token) {
-				if k == "Cookie" {
-					scrubCookies(r, token)
-				} else {
-					delete(r.Header, k)
-				}
-				break
-			}
-		}
-	}
-	if q := r.URL.RawQuery; q != "" && (strings.Contains(q, "access_token") || strings.Contains(q, token)) {
-		q := r.URL.Query()
-		for k, vs := range q {
-			for _, v := range vs {
-				if k == "access_token" || strings.Contains(v, token) {
-					delete(q, k)
-					break
-				}
-			}
-		}
-		r.URL.RawQuery = q.Encode()
-	}
-}
-
-func scrubCookies(r *http.Request, token string) {
-	cookies := r.Cookies()
-	r.Header.Del("Cookie")
-	for _, c := range cookies {
-		if !strings.Contains(c.Value, token) {
-			r.AddCookie(c)
-		}
-	}
 }
 
 func classify(name string, err error) error {

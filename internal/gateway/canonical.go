@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"errors"
+	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
-// errNotCanonical reasons are safe to show to the client.
+// Why a path is not canonical; safe to show to the client.
 var (
 	errPathForm     = errors.New("request target must be an absolute path")
 	errEmptySegment = errors.New("path has an empty segment (//)")
@@ -14,14 +16,20 @@ var (
 	errControl      = errors.New("path has a control character")
 	errEncodedSep   = errors.New("path has an encoded slash, backslash, dot or control character")
 	errBadEscape    = errors.New("path has a malformed percent-encoding")
+	errNeedlessEsc  = errors.New("path percent-encodes a character that needs no encoding (a letter, digit, -, _ or ~)")
+	errDoubleEsc    = errors.New("path has an encoded percent sign (double encoding)")
+	errEmptyParam   = errors.New("path has a ;parameter without a segment name")
+	errBadUTF8      = errors.New("path is not valid UTF-8 once decoded")
 )
 
 // checkCanonical refuses a request path that different servers could read
-// differently, so that what the policy sees is exactly what the upstream
-// receives: empty segments, dot segments (raw, percent-encoded, or with
-// ;parameters as Java servers read them), backslashes, encoded slashes or
-// dots, and control characters raw or encoded. rawPath is the path part of
-// the request target, as sent.
+// differently, so that what the router and the policy see is exactly what
+// the upstream receives: empty segments, dot segments (raw, encoded, or
+// with ;parameters as Java servers read them), backslashes, encoded
+// slashes, dots or percent signs, needlessly encoded letters and digits
+// (/orders/%61dmin would route apart from /orders/admin, which the
+// upstream reads it as), control characters raw or encoded, and invalid
+// UTF-8. rawPath is the path part of the request target, as sent.
 func checkCanonical(rawPath string) error {
 	if !strings.HasPrefix(rawPath, "/") {
 		return errPathForm
@@ -38,24 +46,57 @@ func checkCanonical(rawPath string) error {
 				return errBadEscape
 			}
 			d := unhex(rawPath[i+1])<<4 | unhex(rawPath[i+2])
-			if d == '/' || d == '\\' || d == '.' || d < 0x20 || d == 0x7f {
+			switch {
+			case d == '/' || d == '\\' || d == '.' || d < 0x20 || d == 0x7f:
 				return errEncodedSep
+			case d == '%':
+				return errDoubleEsc
+			case isUnreserved(d):
+				return errNeedlessEsc
 			}
 			i += 2
 		}
 	}
-	rest := rawPath[1:]
+	if err := checkSegments(rawPath); err != nil {
+		return err
+	}
+	decoded, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return errBadEscape
+	}
+	if !utf8.ValidString(decoded) {
+		return errBadUTF8
+	}
+	// An encoded ; can hide a dot segment from the raw check: ..%3B.
+	return checkSegments(decoded)
+}
+
+// checkSegments refuses empty segments, dot segments and ;parameters
+// without a segment name.
+func checkSegments(p string) error {
+	rest := p[1:]
 	for rest != "" {
 		seg, tail, more := strings.Cut(rest, "/")
 		if seg == "" && more {
 			return errEmptySegment
 		}
-		if name, _, _ := strings.Cut(seg, ";"); name == "." || name == ".." {
+		name, _, param := strings.Cut(seg, ";")
+		switch {
+		case name == "." || name == "..":
 			return errDotSegment
+		case name == "" && param:
+			return errEmptyParam
 		}
 		rest = tail
 	}
 	return nil
+}
+
+// isUnreserved reports whether c is an RFC 3986 §2.3 unreserved character,
+// which a canonical URI never percent-encodes.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 func isHex(c byte) bool {

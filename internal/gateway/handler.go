@@ -95,6 +95,9 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
 			return &pathError{err}
 		}
+		// Route, policy and upstream all work on the one decoded path; the
+		// upstream receives its canonical encoding.
+		r.URL.RawPath = ""
 		if headerBytes(r) > g.cfg.Server.MaxHeaderBytes {
 			return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
 		}

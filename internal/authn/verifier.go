@@ -45,6 +45,11 @@ const (
 	defaultHTTPTimeout        = 10 * time.Second
 )
 
+// b64strict decodes JWS parts strictly: the lenient decoder ignores the unused
+// low bits of the last character, so one token could be sent as sixteen
+// strings, each missing the verified-token cache.
+var b64strict = base64.RawURLEncoding.Strict()
+
 // ErrInvalidToken is wrapped by every *Error that means "the caller's token
 // is not acceptable" (HTTP 401).
 var ErrInvalidToken = errors.New("invalid token")
@@ -343,7 +348,7 @@ func parseCompact(raw string) (*token, error) {
 	if err := tok.parsePayload(p); err != nil {
 		return nil, err
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s)
+	sig, err := b64strict.DecodeString(s)
 	if err != nil {
 		return nil, invalid("token signature is malformed")
 	}
@@ -352,7 +357,7 @@ func parseCompact(raw string) (*token, error) {
 }
 
 func (t *token) parseHeader(h string) error {
-	b, err := base64.RawURLEncoding.DecodeString(h)
+	b, err := b64strict.DecodeString(h)
 	if err != nil {
 		return invalid("token header is malformed")
 	}
@@ -382,7 +387,7 @@ func (t *token) parseHeader(h string) error {
 }
 
 func (t *token) parsePayload(p string) error {
-	b, err := base64.RawURLEncoding.DecodeString(p)
+	b, err := b64strict.DecodeString(p)
 	if err != nil {
 		return invalid("token payload is malformed")
 	}

@@ -340,7 +340,7 @@ func TestParseGoodConfig(t *testing.T) {
 		{"idle_timeout", cfg.Server.IdleTimeout, Duration(120 * time.Second)},
 		{"shutdown_timeout", cfg.Server.ShutdownTimeout, Duration(15 * time.Second)},
 		{"max_body_bytes", cfg.Server.MaxBodyBytes, int64(10 << 20)},
-		{"strip_inbound_headers", cfg.Server.StripInboundHeaders, []string{"X-User-*", "X-Forwarded-User", "X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override"}},
+		{"strip_inbound_headers", cfg.Server.StripInboundHeaders, []string{"X-User-*", "X-Forwarded-User", "X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}},
 		{"jwks_min_refetch_interval", cfg.Inbound.JWKSMinRefetchInterval, Duration(10 * time.Second)},
 		{"verified_cache_size", cfg.Inbound.VerifiedCacheSize, 100000},
 		{"issuer typ", cfg.Inbound.Issuers[0].Typ, []string{"at+jwt", "application/at+jwt", "JWT", ""}},

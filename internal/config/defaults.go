@@ -39,7 +39,8 @@ const (
 // change them for everyone.
 
 func defaultStripInboundHeaders() []string {
-	return []string{"X-User-*", "X-Forwarded-User", "X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override"}
+	return []string{"X-User-*", "X-Forwarded-User", "X-Original-URL", "X-Rewrite-URL",
+		"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
 }
 
 func defaultAlgorithms() []string { return []string{"RS256", "ES256", "EdDSA"} }

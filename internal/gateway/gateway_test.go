@@ -246,6 +246,14 @@ func TestErrorPaths(t *testing.T) {
 	runErrorCases(t, e, []errorCase{
 		{name: "no route", path: "/nowhere", token: alice, status: 404, code: "not_found"},
 		{name: "method not routed", method: "PATCH", path: "/orders/1", token: alice, status: 405, code: "method_not_allowed"},
+		{name: "OPTIONS not routed, no token", method: "OPTIONS", path: "/orders/1", status: 405, code: "method_not_allowed"},
+		{name: "signature with unused bits set", path: "/orders/1", token: func(e *env) string {
+			tok := e.issuer.mint(t, nil)
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			last := strings.IndexByte(alphabet, tok[len(tok)-1])
+			// The same signature bytes to a lenient decoder.
+			return tok[:len(tok)-1] + string(alphabet[last|1])
+		}, status: 401, code: "invalid_token", challenge: invalid},
 		{name: "no token", path: "/orders/1", status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
 		{name: "basic scheme", path: "/orders/1", header: http.Header{"Authorization": {"Basic YTpi"}}, status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},
 		{name: "two authorization headers", path: "/orders/1", header: http.Header{"Authorization": {"Bearer a.b.c", "Bearer d.e.f"}}, status: 401, code: "unauthorized", challenge: `Bearer realm="audgate"`},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -63,6 +64,11 @@ func (g *Gateway) buildRouter() *echo.Echo {
 		h := g.handle(rt)
 		for _, m := range methods {
 			e.Add(m, rc.Path, h)
+		}
+		// Echo answers OPTIONS on a route without it by itself, with 204
+		// and the route's methods, to anyone: make it the 405 it is.
+		if !slices.Contains(methods, http.MethodOptions) {
+			e.OPTIONS(rc.Path, func(echo.Context) error { return echo.ErrMethodNotAllowed })
 		}
 	}
 	return e

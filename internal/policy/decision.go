@@ -223,10 +223,14 @@ var reservedHeaders = map[string]bool{
 	"X-Forwarded-Proto": true, "Cookie": true, "X-Request-Id": true,
 }
 
-// registeredClaims may not be overridden by a decision's claims.
+// registeredClaims may not be set by a decision's claims: the gateway
+// sets them, or they carry authorization the upstream's allow-lists would
+// not check (scp is scope's other spelling; cnf binds a key; may_act names
+// who may act).
 var registeredClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true,
 	"nbf": true, "jti": true, "scope": true, "client_id": true, "act": true,
+	"scp": true, "azp": true, "cnf": true, "may_act": true,
 }
 
 // Check enforces the contract on a decision: on allow, the audience and

@@ -239,6 +239,7 @@ func TestCheck(t *testing.T) {
 		{name: "CRLF in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "a\r\nX-Admin: 1"} }), lim: lim, wantErr: "CR, LF"},
 		{name: "invalid header name", d: allow(func(d *Decision) { d.Headers = map[string]string{"X User": "a"} }), lim: lim, wantErr: "not a valid header name"},
 		{name: "registered claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"sub": "root"} }), lim: lim, wantErr: "decision.claims.sub"},
+		{name: "scp claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"scp": []any{"orders:admin"}} }), lim: lim, wantErr: "decision.claims.scp"},
 		{name: "act claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"act": "x"} }), lim: lim, wantErr: "decision.claims.act"},
 		{name: "deny default status", d: Decision{}, lim: lim, wantStatus: 403},
 		{name: "deny 401", d: Decision{Status: 401}, lim: lim, wantStatus: 401},

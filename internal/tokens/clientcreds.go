@@ -99,5 +99,5 @@ func (s *ClientCredentials) mapError(err error) error {
 		var after = retryAfterOf(re.Response)
 		return s.unavailable(fmt.Sprintf("token endpoint answered %d", status), after, nil)
 	}
-	return &RefusedError{Source: s.opts.Name, Code: re.ErrorCode, Description: re.ErrorDescription, Status: status}
+	return &RefusedError{Source: s.opts.Name, Code: logSafe(re.ErrorCode, 64), Description: logSafe(re.ErrorDescription, 256), Status: status}
 }

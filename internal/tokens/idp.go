@@ -353,7 +353,21 @@ func (c *idp) failure(resp *http.Response, body []byte) error {
 	if oe.Error == "" {
 		return c.unavailable(fmt.Sprintf("token endpoint answered %d without an OAuth error", resp.StatusCode), ra, nil)
 	}
-	return &RefusedError{Source: c.opts.Name, Code: oe.Error, Description: oe.ErrorDescription, Status: resp.StatusCode}
+	return &RefusedError{Source: c.opts.Name, Code: logSafe(oe.Error, 64), Description: logSafe(oe.ErrorDescription, 256), Status: resp.StatusCode}
+}
+
+// logSafe bounds text from an identity provider that goes to logs: at
+// most max bytes, control characters replaced.
+func logSafe(s string, max int) string {
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func (c *idp) unavailable(reason string, after time.Duration, err error) error {

@@ -179,7 +179,7 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
 			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix,
 			RequestID: requestID(r),
-			Drop:      func() { g.cache.Forget(entry, treq) },
+			Drop:      func() bool { return g.cache.Drop(entry, treq, tok.Value) },
 			Refresh: func(ctx context.Context) (string, error) {
 				tok, outcome, err := g.cache.Token(ctx, entry, treq)
 				g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()

@@ -301,3 +301,21 @@ func TestUpstream401ReExchange(t *testing.T) {
 		t.Errorf("IdP requests %d, want 4: the token the upstream refused must not be reused", n)
 	}
 }
+
+// TestUpstreamRefusingEverything: an upstream that answers 401 to every
+// token costs one refetch per key per few seconds, not one per request.
+func TestUpstreamRefusingEverything(t *testing.T) {
+	e := newIdPEnv(t, nil, nil)
+	alice := e.userToken(t, "alice", time.Hour)
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	for range 20 {
+		if resp := e.do(t, "GET", "/billing/1?scope=billing:read", alice, nil, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d, want the upstream's 401", resp.StatusCode)
+		}
+	}
+	if n := e.idp.TokenRequests(); n != 2 {
+		t.Errorf("IdP requests = %d for 20 refused requests, want 2 (the first token and one refetch)", n)
+	}
+}

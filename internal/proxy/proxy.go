@@ -57,12 +57,13 @@ type Outbound struct {
 	StripPrefix string
 	// RequestID is sent as X-Request-Id.
 	RequestID string
-	// Drop, if set, forgets the downstream token: the upstream answered
-	// 401 to it.
-	Drop func()
-	// Refresh, if set, returns a fresh downstream token after Drop. When
+	// Drop, if set, forgets the downstream token because the upstream
+	// answered 401 to it, and reports whether it did (it may decline, to
+	// bound how often one key is refetched).
+	Drop func() bool
+	// Refresh, if set, returns a fresh downstream token after a Drop. When
 	// the upstream answers 401 to an idempotent request without a body,
-	// the request is sent once more with it.
+	// and Drop dropped the token, the request is sent once more with it.
 	Refresh func(ctx context.Context) (string, error)
 }
 
@@ -192,10 +193,7 @@ func (t *retryOn401) RoundTrip(req *http.Request) (*http.Response, error) {
 	if out == nil {
 		return resp, nil
 	}
-	if out.Drop != nil {
-		out.Drop()
-	}
-	if out.Refresh == nil || !retryable(req) {
+	if out.Drop == nil || !out.Drop() || out.Refresh == nil || !retryable(req) {
 		return resp, nil
 	}
 	tok, rerr := out.Refresh(req.Context())

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	gocache "github.com/patrickmn/go-cache"
@@ -35,6 +36,9 @@ type Cache struct {
 	opts  CacheOptions
 	items *gocache.Cache
 	group singleflight.Group
+
+	dropMu  sync.Mutex
+	dropped map[string]time.Time // when each key's token was last dropped
 }
 
 // NewCache returns an empty cache.
@@ -51,7 +55,7 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Cache{opts: opts, items: gocache.New(gocache.NoExpiration, time.Minute)}
+	return &Cache{opts: opts, items: gocache.New(gocache.NoExpiration, time.Minute), dropped: map[string]time.Time{}}
 }
 
 // Entry says how one source's tokens are cached.
@@ -165,12 +169,37 @@ func (c *Cache) remember(key string, refusal error) {
 	c.items.Set(key, &cached{refusal: refusal, until: c.opts.Now().Add(c.opts.NegativeTTL)}, c.opts.NegativeTTL)
 }
 
-// Forget drops the cached token for req, e.g. after the upstream answered
-// 401 to it.
-func (c *Cache) Forget(e *Entry, req *Request) {
-	if sum, err := c.key(e, req); err == nil {
-		c.items.Delete(string(sum[:]))
+// minDropInterval is the shortest time between two drops of one key's
+// token: an upstream that refuses every token must not turn each request
+// into an IdP request (for a shared client-credentials token, each
+// caller's request would replace everyone's).
+const minDropInterval = 5 * time.Second
+
+// Drop forgets the cached token for req if it is still value, the token
+// the upstream just refused, and the key's token was not dropped in the
+// last few seconds. It reports whether it dropped it.
+func (c *Cache) Drop(e *Entry, req *Request, value string) bool {
+	sum, err := c.key(e, req)
+	if err != nil {
+		return false
 	}
+	key := string(sum[:])
+	c.dropMu.Lock()
+	defer c.dropMu.Unlock()
+	ent := c.lookup(key)
+	if ent == nil || ent.tok.Value != value {
+		return false // already replaced, or expired
+	}
+	now := c.opts.Now()
+	if last, ok := c.dropped[key]; ok && now.Sub(last) < minDropInterval {
+		return false
+	}
+	if len(c.dropped) >= c.opts.MaxEntries {
+		clear(c.dropped)
+	}
+	c.dropped[key] = now
+	c.items.Delete(key)
+	return true
 }
 
 // Len returns the number of cached tokens, expired ones included until the

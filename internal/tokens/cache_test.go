@@ -256,16 +256,29 @@ func TestCacheBounded(t *testing.T) {
 	}
 }
 
-func TestCacheForget(t *testing.T) {
+func TestCacheDrop(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
 	e := &Entry{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("alice", clock)
-	_, _, _ = c.Token(context.Background(), e, req)
-	c.Forget(e, req)
-	if _, out, _ := c.Token(context.Background(), e, req); out != OutcomeMiss {
-		t.Errorf("outcome after Forget = %s, want miss", out)
+	first, _, _ := c.Token(context.Background(), e, req)
+	if c.Drop(e, req, "some other token") {
+		t.Error("dropped a token that is not the refused one")
+	}
+	if !c.Drop(e, req, first.Value) {
+		t.Fatal("did not drop the refused token")
+	}
+	second, out, _ := c.Token(context.Background(), e, req)
+	if out != OutcomeMiss || second.Value == first.Value {
+		t.Fatalf("after Drop: %s %q, want a miss and a new token", out, second.Value)
+	}
+	if c.Drop(e, req, second.Value) {
+		t.Error("dropped the same key twice within the minimum interval")
+	}
+	clock.Add(minDropInterval)
+	if !c.Drop(e, req, second.Value) {
+		t.Error("did not drop after the minimum interval")
 	}
 }
 

@@ -515,3 +515,32 @@ func TestTokenOnlyInAuthorization(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedBodyOverLimit: a body of unknown length over max_body_bytes
+// is refused whole; the upstream receives nothing of it. One within the
+// limit reaches the upstream intact.
+func TestChunkedBodyOverLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.issuer.mint(t, nil)
+	send := func(body string) *http.Response {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/orders", io.MultiReader(strings.NewReader(body)))
+		req.ContentLength = -1 // chunked
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	checkError(t, send(strings.Repeat("x", 2000)), 413, "request_too_large", "")
+	if n := len(e.upstream.requests()); n != 0 {
+		t.Fatalf("the upstream received %d requests", n)
+	}
+	if resp := send(`{"small":true}`); resp.StatusCode != 200 {
+		t.Fatalf("small chunked body: status %d", resp.StatusCode)
+	}
+	if got := e.upstream.requests()[0].Body; got != `{"small":true}` {
+		t.Errorf("upstream body = %q", got)
+	}
+}

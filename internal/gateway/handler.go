@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -163,6 +165,10 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			g.logDecision(r, in, d, err, nil)
 			return err
 		}
+		// Before any token is requested: an oversize body is refused whole.
+		if err := bufferUnsizedBody(r); err != nil {
+			return err
+		}
 		entry := rt.upstream.entry
 		treq := &tokens.Request{
 			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
@@ -188,6 +194,24 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		})
 		return nil
 	}
+}
+
+// bufferUnsizedBody reads a body of unknown length (chunked) before
+// anything is sent upstream, so that one over max_body_bytes is refused
+// whole instead of reaching the upstream in part. Bodies with a length
+// were checked in preflight and stream through.
+func bufferUnsizedBody(r *http.Request) error {
+	if r.ContentLength >= 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	body, err := io.ReadAll(r.Body) // bounded: preflight wrapped it in MaxBytesReader
+	if err != nil {
+		return &bodyError{err}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	return nil
 }
 
 // decide asks the policy and checks the decision against the upstream's

@@ -132,6 +132,13 @@ routes:
 // runDev starts the dev IdP, the sample upstreams and the gateway, prints
 // how to use them to out, and serves until ctx ends.
 func runDev(ctx context.Context, o devOptions, out io.Writer, log *slog.Logger) error {
+	// The dev IdP hands out tokens to anyone who asks (/dev/token), with
+	// public secrets: it must not be reachable from elsewhere.
+	for flag, addr := range map[string]string{"--idp-listen": o.idp, "--listen": o.listen, "--admin-listen": o.admin} {
+		if !isLoopback(addr) {
+			return fmt.Errorf("%s %s: audgate dev listens on loopback only (127.0.0.1 or [::1]); use audgate run for anything else", flag, addr)
+		}
+	}
 	idpLn, err := net.Listen("tcp", o.idp)
 	if err != nil {
 		return fmt.Errorf("dev IdP: listen %s: %w", o.idp, err)
@@ -178,6 +185,15 @@ func runDev(ctx context.Context, o devOptions, out io.Writer, log *slog.Logger) 
 		return err
 	}
 	return serve(ctx, cfg, log)
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // devTokenHandler mints a user token, as the IdP would after a login.

@@ -83,3 +83,15 @@ func TestDev(t *testing.T) {
 		t.Fatal("runDev did not return")
 	}
 }
+
+func TestDevRefusesNonLoopback(t *testing.T) {
+	for _, o := range []devOptions{
+		{listen: "127.0.0.1:0", admin: "127.0.0.1:0", idp: "0.0.0.0:9400"},
+		{listen: ":8080", admin: "127.0.0.1:0", idp: "127.0.0.1:0"},
+	} {
+		err := runDev(context.Background(), o, io.Discard, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), "loopback only") {
+			t.Errorf("%+v: err = %v, want a loopback-only refusal", o, err)
+		}
+	}
+}

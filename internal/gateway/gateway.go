@@ -99,11 +99,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
 	g.workers = policy.NewWorkers(0)
+	ok := false
+	defer func() {
+		if !ok { // stop what was started
+			g.Close()
+		}
+	}()
 	popts := policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query,
 		Timeout: cfg.Policy.Timeout.D(), Workers: g.workers}
 	engine, err := policy.New(ctx, popts)
 	if err != nil {
-		g.workers.Close()
 		return nil, err
 	}
 	g.policy.Store(engine)
@@ -140,6 +145,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		}
 		go g.watchPolicy(ctx, popts, every)
 	}
+	ok = true
 	return g, nil
 }
 

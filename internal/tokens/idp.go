@@ -24,6 +24,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	"golang.org/x/sync/singleflight"
 )
 
 // Client authentication methods at the token endpoint (RFC 6749 §2.3,
@@ -78,8 +79,9 @@ type idp struct {
 	client *http.Client
 	key    jwk.Key // for private_key_jwt
 
-	mu       sync.Mutex
-	endpoint string
+	discovery singleflight.Group
+	mu        sync.Mutex // guards endpoint
+	endpoint  string
 }
 
 func newIdP(opts IdPOptions) (*idp, error) {
@@ -115,14 +117,41 @@ func newIdP(opts IdPOptions) (*idp, error) {
 	return c, nil
 }
 
-// tokenEndpoint returns the configured or discovered token endpoint. A
-// failed discovery is not remembered: the next request tries again.
+// tokenEndpoint returns the configured or discovered token endpoint.
+// Concurrent callers share one discovery request, and a caller whose ctx
+// ends stops waiting; a failed discovery is not remembered, so the next
+// request tries again.
 func (c *idp) tokenEndpoint(ctx context.Context) (string, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.endpoint != "" {
-		return c.endpoint, nil
+	ep := c.endpoint
+	c.mu.Unlock()
+	if ep != "" {
+		return ep, nil
 	}
+	ch := c.discovery.DoChan("", func() (any, error) {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		ep, err := c.discover(dctx)
+		if err == nil {
+			c.mu.Lock()
+			c.endpoint = ep
+			c.mu.Unlock()
+		}
+		return ep, err
+	})
+	select {
+	case <-ctx.Done():
+		return "", c.unavailable("discovery", 0, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	}
+}
+
+// discover reads token_endpoint from the issuer's discovery document.
+func (c *idp) discover(ctx context.Context) (string, error) {
 	u := strings.TrimSuffix(c.opts.Issuer, "/") + "/.well-known/openid-configuration"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -145,13 +174,12 @@ func (c *idp) tokenEndpoint(ctx context.Context) (string, error) {
 	}
 	if doc.Issuer != c.opts.Issuer {
 		return "", &RefusedError{Source: c.opts.Name, Code: "invalid_client",
-			Description: fmt.Sprintf("discovery document names issuer %q, configured %q", doc.Issuer, c.opts.Issuer)}
+			Description: fmt.Sprintf("discovery document names issuer %q, configured %q", logSafe(doc.Issuer, 256), c.opts.Issuer)}
 	}
 	if _, err := url.ParseRequestURI(doc.TokenEndpoint); err != nil {
 		return "", c.unavailable("discovery document has no valid token_endpoint", 0, err)
 	}
-	c.endpoint = doc.TokenEndpoint
-	return c.endpoint, nil
+	return doc.TokenEndpoint, nil
 }
 
 // setAudience adds the audience as the source is configured to send it.

@@ -43,6 +43,7 @@ type issuer struct {
 	now        func() time.Time
 	refresh    time.Duration
 	minRefetch time.Duration
+	onFetch    func(error) // reports each JWKS fetch's result
 
 	// Set by start, then read-only. ctx is the Verifier's lifetime (New's
 	// ctx), not a request's: fetches run under it so that a caller that
@@ -86,6 +87,11 @@ func newIssuer(ic IssuerConfig, o Options) (*issuer, error) {
 		now:        o.Now,
 		refresh:    o.RefreshInterval,
 		minRefetch: o.MinRefetchInterval,
+		onFetch: func(err error) {
+			if o.OnJWKSFetch != nil {
+				o.OnJWKSFetch(ic.Issuer, err)
+			}
+		},
 	}, nil
 }
 
@@ -162,11 +168,14 @@ func (is *issuer) firstFetch(ctx context.Context) error {
 func (is *issuer) fetchKeys(ctx context.Context, uri string) error {
 	body, err := is.get(ctx, uri)
 	if err != nil {
+		is.onFetch(err)
 		return err
 	}
 	set, err := jwk.Parse(body)
 	if err != nil {
-		return fmt.Errorf("JWKS %s: %w", uri, err)
+		err = fmt.Errorf("JWKS %s: %w", uri, err)
+		is.onFetch(err)
+		return err
 	}
 	_, err = is.postFetch(uri, set)
 	return err
@@ -262,6 +271,7 @@ type errSink func(error)
 func (f errSink) Error(err error) { f(err) }
 
 func (is *issuer) backgroundError(err error) {
+	is.onFetch(err)
 	is.setErr(err)
 	is.log.Warn("authn: JWKS refresh failed; keeping the previous keys", "error", err)
 }
@@ -272,6 +282,7 @@ func (is *issuer) postFetch(_ string, set jwk.Set) (jwk.Set, error) {
 	ks := newKeySet(set, is.log)
 	is.keys.Store(ks)
 	is.setErr(nil)
+	is.onFetch(nil)
 	is.log.Debug("authn: JWKS fetched", "keys", ks.len())
 	return set, nil
 }

@@ -136,6 +136,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+	// OnJWKSFetch, if set, is called after every fetch of an issuer's
+	// JWKS with its result, for metrics. It must not block.
+	OnJWKSFetch func(issuer string, err error)
 }
 
 // Principal is a verified caller. Shared and read-only: never mutate one.

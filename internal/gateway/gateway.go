@@ -20,6 +20,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/audgate/audgate/internal/authn"
@@ -94,8 +95,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs()}
+	g.cache = tokens.NewCache(tokens.CacheOptions{
+		MaxEntries:          cfg.Cache.MaxEntries,
+		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
+		DefaultTTL:          cfg.Cache.DefaultTTL.D(),
+		NegativeTTL:         cfg.Cache.NegativeTTL.D(),
+		Now:                 opts.Now,
+	})
+	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
+	ao := authnOptions(cfg, opts)
+	ao.OnJWKSFetch = func(issuer string, err error) {
+		g.metrics.JWKSFetches.WithLabelValues(issuer, result(err)).Inc()
+	}
 	var err error
-	if g.verifier, err = authn.New(ctx, authnOptions(cfg, opts)); err != nil {
+	if g.verifier, err = authn.New(ctx, ao); err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
 	g.workers = policy.NewWorkers(0)
@@ -112,14 +125,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		return nil, err
 	}
 	g.policy.Store(engine)
-	g.cache = tokens.NewCache(tokens.CacheOptions{
-		MaxEntries:          cfg.Cache.MaxEntries,
-		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
-		DefaultTTL:          cfg.Cache.DefaultTTL.D(),
-		NegativeTTL:         cfg.Cache.NegativeTTL.D(),
-		Now:                 opts.Now,
-	})
-	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
 	// Cookies are credentials: they never reach the decision log.
 	masks := append([]string{"/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...)
 	if g.dlog, err = telemetry.NewDecisionLog(cfg.Policy.DecisionLog.Output, masks,
@@ -174,9 +179,29 @@ func (g *Gateway) buildSources(opts Options) (map[string]*tokens.Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
+		src = timedSource{Source: src, observe: g.metrics.IdPDuration.WithLabelValues(sc.Name)}
 		entries[sc.Name] = &tokens.Entry{Name: sc.Name, Source: src, PerCaller: perCaller, Timeout: sc.Timeout.D()}
 	}
 	return entries, nil
+}
+
+// timedSource observes how long each token request takes.
+type timedSource struct {
+	tokens.Source
+	observe prometheus.Observer
+}
+
+func (s timedSource) Token(ctx context.Context, req *tokens.Request) (tokens.Token, error) {
+	start := time.Now()
+	defer func() { s.observe.Observe(time.Since(start).Seconds()) }()
+	return s.Source.Token(ctx, req)
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
 }
 
 // buildSource makes one token source; perCaller says whether its tokens

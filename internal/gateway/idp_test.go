@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -317,5 +318,36 @@ func TestUpstreamRefusingEverything(t *testing.T) {
 	}
 	if n := e.idp.TokenRequests(); n != 2 {
 		t.Errorf("IdP requests = %d for 20 refused requests, want 2 (the first token and one refetch)", n)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newIdPEnv(t, nil, nil)
+	alice := e.userToken(t, "alice", time.Hour)
+	for range 3 {
+		e.do(t, "GET", "/orders/1?scope=orders:read", alice, nil, "")
+	}
+	e.do(t, "GET", "/orders/1", "", nil, "")
+	admin := httptest.NewServer(e.gw.AdminHandler())
+	defer admin.Close()
+	resp, err := http.Get(admin.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`audgate_requests_total{code="200",route="/orders/*",upstream="orders"} 3`,
+		`audgate_requests_total{code="401",route="/orders/*",upstream="orders"} 1`,
+		`audgate_token_source_requests_total{result="hit",source="exchange"} 2`,
+		`audgate_token_source_requests_total{result="miss",source="exchange"} 1`,
+		`audgate_token_source_request_duration_seconds_count{source="exchange"} 1`,
+		`audgate_policy_decisions_total{result="allow"} 3`,
+		`audgate_jwks_fetches_total{issuer="` + e.idpURL + `",result="ok"}`,
+		`audgate_token_cache_entries 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

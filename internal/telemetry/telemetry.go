@@ -29,6 +29,11 @@ type Metrics struct {
 	// TokenRequests counts downstream token lookups by source and result
 	// (hit, miss, shared, error).
 	TokenRequests *prometheus.CounterVec
+	// IdPDuration observes identity-provider token requests by source.
+	IdPDuration *prometheus.HistogramVec
+	// JWKSFetches counts fetches of issuers' key sets by issuer and result
+	// (ok, error).
+	JWKSFetches *prometheus.CounterVec
 	// PolicyReloads counts policy reloads by result (ok, error).
 	PolicyReloads *prometheus.CounterVec
 	// DecisionLogDropped counts decision log entries dropped because the
@@ -59,6 +64,13 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 		TokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "audgate_token_source_requests_total", Help: "Downstream token lookups by source and result (hit, miss, shared, error).",
 		}, []string{"source", "result"}),
+		IdPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "audgate_token_source_request_duration_seconds", Help: "Token requests to the identity provider, or self-signing, by source.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"source"}),
+		JWKSFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audgate_jwks_fetches_total", Help: "Fetches of issuers' key sets by issuer and result (ok, error).",
+		}, []string{"issuer", "result"}),
 		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "audgate_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
 		}, []string{"result"}),
@@ -66,7 +78,7 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 			Name: "audgate_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind.",
 		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.PolicyReloads, m.DecisionLogDropped,
+	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.IdPDuration, m.JWKSFetches, m.PolicyReloads, m.DecisionLogDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",
 		}, cacheEntries),

@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newDevCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newDevCmd(), newCheckCmd(), newEvalCmd(), newVersionCmd())
 	return root
 }
 

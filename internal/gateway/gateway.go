@@ -64,6 +64,7 @@ type Gateway struct {
 	selfKeys []*tokens.SelfSigned
 	ups      map[string]*upstream
 	ids      *requestIDs
+	routes   map[string]*route // by method and path, for Eval
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -94,7 +95,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		return nil, errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
-		ups: map[string]*upstream{}, ids: newRequestIDs()}
+		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}}
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),

@@ -66,6 +66,7 @@ func (g *Gateway) buildRouter() *echo.Echo {
 		h := g.handle(rt)
 		for _, m := range methods {
 			e.Add(m, rc.Path, h)
+			g.routes[routeKey(m, rc.Path)] = rt
 		}
 		// Echo answers OPTIONS on a route without it by itself, with 204
 		// and the route's methods, to anyone: make it the 405 it is.

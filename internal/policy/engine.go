@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"strings"
@@ -155,6 +156,30 @@ func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
 		return Decision{Reason: e.queryS + " is undefined"}, nil
 	case len(rs) > 1:
 		return Decision{}, &Error{Msg: fmt.Sprintf("%s has %d results; it must have one", e.queryS, len(rs))}
+	}
+	val, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		return Decision{}, &Error{Msg: fmt.Sprintf("%s: unexpected result %T", e.queryS, rs[0].Expressions[0].Value)}
+	}
+	return decode(val)
+}
+
+// Explain evaluates like Decide, on the caller's goroutine, and writes the
+// evaluation trace to w: for audgate eval --explain, never the request
+// path.
+func (e *Engine) Explain(ctx context.Context, in *Input, w io.Writer) (Decision, error) {
+	v, err := in.Value()
+	if err != nil {
+		return Decision{}, &Error{Msg: "build input", Err: err}
+	}
+	buf := topdown.NewBufferTracer()
+	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalQueryTracer(buf))
+	topdown.PrettyTraceWithLocation(w, *buf)
+	if err != nil {
+		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return Decision{Reason: e.queryS + " is undefined"}, nil
 	}
 	val, ok := rs[0].Expressions[0].Value.(ast.Value)
 	if !ok {

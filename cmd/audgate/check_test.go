@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeConfig writes a configuration using a policy directory.
+func writeConfig(t *testing.T, policyDir string) string {
+	t.Helper()
+	dir := t.TempDir()
+	doc := `
+inbound:
+  issuers: [{issuer: "https://idp.test", audiences: [gw], jwks_uri: "http://127.0.0.1:1/jwks"}]
+policy: {path: "` + policyDir + `", decision_log: {output: "off"}}
+token_sources: [{name: self, type: self_signed, issuer: "https://gw.test"}]
+upstreams: [{name: orders, url: "http://127.0.0.1:1", token_source: self, audiences: [https://orders.test], scopes: [orders:read]}]
+routes: [{path: /orders/:id, upstream: orders}]
+`
+	path := filepath.Join(dir, "audgate.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func writePolicy(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const evalPolicy = `package audgate
+
+default decision := {"allow": false}
+
+decision := {"allow": true, "audience": "https://orders.test", "scopes": ["orders:read"]} if {
+	input.route.params.id == "1"
+	input.token.subject == "alice"
+}
+`
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name    string
+		test    string
+		wantErr string
+		wantOut string
+	}{
+		{name: "tests pass", test: "package audgate_test\n\nimport data.audgate\n\ntest_alice if audgate.decision.allow with input as {\"route\": {\"params\": {\"id\": \"1\"}}, \"token\": {\"subject\": \"alice\"}}\n", wantOut: "1 passed, 0 failed"},
+		{name: "a test fails", test: "package audgate_test\n\nimport data.audgate\n\ntest_bob if audgate.decision.allow with input as {\"route\": {\"params\": {\"id\": \"1\"}}, \"token\": {\"subject\": \"bob\"}}\n", wantErr: "1 policy tests failed", wantOut: "FAIL data.audgate_test.test_bob"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy, "p_test.rego": tc.test}))
+			var out bytes.Buffer
+			err := check(context.Background(), cfg, &out)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			if !strings.Contains(out.String(), tc.wantOut) {
+				t.Errorf("output %q lacks %q", out.String(), tc.wantOut)
+			}
+		})
+	}
+	t.Run("policy does not compile", func(t *testing.T) {
+		cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": "package audgate\n\ndecision := {"}))
+		if err := check(context.Background(), cfg, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "p.rego") {
+			t.Errorf("err = %v, want a compile error naming p.rego", err)
+		}
+	})
+}
+
+func TestEval(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	claims := filepath.Join(t.TempDir(), "claims.json")
+	_ = os.WriteFile(claims, []byte(`{"sub": "alice", "scope": "a b", "exp": 1999999999}`), 0o600)
+	tests := []struct {
+		name, path string
+		wantAllow  bool
+		wantErr    string
+	}{
+		{name: "allowed", path: "/orders/1", wantAllow: true},
+		{name: "denied", path: "/orders/2"},
+		{name: "no route", path: "/nowhere", wantErr: "no route"},
+		{name: "not canonical", path: "/orders/%61", wantErr: "needs no encoding"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := eval(context.Background(), evalFlags{config: cfg, claims: claims, method: "GET", path: tc.path}, &out, &errOut)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc struct {
+				Input struct {
+					Token struct {
+						Subject string   `json:"subject"`
+						Scopes  []string `json:"scopes"`
+					} `json:"token"`
+					Route struct {
+						Params map[string]string `json:"params"`
+					} `json:"route"`
+				} `json:"input"`
+				Decision struct {
+					Allow bool `json:"allow"`
+				} `json:"decision"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+				t.Fatalf("output is not JSON: %s", out.String())
+			}
+			if doc.Decision.Allow != tc.wantAllow || doc.Input.Token.Subject != "alice" || len(doc.Input.Token.Scopes) != 2 {
+				t.Errorf("output: %s", out.String())
+			}
+		})
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -68,9 +67,11 @@ func (g *Gateway) buildRouter() *echo.Echo {
 			e.Add(m, rc.Path, h)
 			g.routes[routeKey(m, rc.Path)] = rt
 		}
-		// Echo answers OPTIONS on a route without it by itself, with 204
-		// and the route's methods, to anyone: make it the 405 it is.
-		if !slices.Contains(methods, http.MethodOptions) {
+	}
+	// Echo answers OPTIONS on a path without it by itself, with 204 and
+	// the path's methods, to anyone: make it the 405 it is.
+	for _, rc := range g.cfg.Routes {
+		if _, routed := g.routes[routeKey(http.MethodOptions, rc.Path)]; !routed {
 			e.OPTIONS(rc.Path, func(echo.Context) error { return echo.ErrMethodNotAllowed })
 		}
 	}

@@ -118,10 +118,12 @@ func (is *issuer) start(ctx context.Context) {
 }
 
 // bootstrap fetches the keys until it succeeds once; from then on jwk.Cache
-// refreshes them. Retries back off from minRefetch to maxRetryDelay, so a
-// down IdP is not hammered and a recovered one is picked up soon.
+// refreshes them. Retries back off from half a second to maxRetryDelay, so
+// a gateway that starts before its IdP is ready within a second of it, and
+// a down IdP is not hammered. (Only requests are limited by minRefetch:
+// this loop is not something a caller can trigger.)
 func (is *issuer) bootstrap(ctx context.Context) {
-	delay := max(is.minRefetch, 100*time.Millisecond)
+	delay := 500 * time.Millisecond
 	for {
 		err := is.firstFetch(ctx)
 		if err == nil {
@@ -137,7 +139,7 @@ func (is *issuer) bootstrap(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		delay = min(delay*2, max(maxRetryDelay, is.minRefetch))
+		delay = min(delay*2, maxRetryDelay)
 	}
 }
 

@@ -175,7 +175,7 @@ func TestReadyFollowsTheIdP(t *testing.T) {
 	idp := newTestIdP(t, key("rsa1"))
 	idp.down.Store(true)
 	opts := testOptions(idp, newTestClock())
-	opts.MinRefetchInterval = 50 * time.Millisecond // the first retry delay
+	opts.MinRefetchInterval = 50 * time.Millisecond
 	v := newVerifierNoWait(t, opts)
 
 	if err := v.Ready(); err == nil || !strings.Contains(err.Error(), idp.URL) {

@@ -124,8 +124,8 @@ type Options struct {
 	// Default 15m; at least 1s.
 	RefreshInterval time.Duration
 	// MinRefetchInterval bounds refetches that an unknown kid triggers: at
-	// most one per issuer per interval. It is also the first retry delay
-	// while an issuer's keys were never fetched (doubling up to 1m). Default 10s.
+	// most one per issuer per interval. Default 10s. (Until an issuer's
+	// keys are first fetched, retries start at 500ms and double up to 1m.)
 	MinRefetchInterval time.Duration
 	// CacheSize bounds the verified-token cache, in tokens. Default 10000.
 	CacheSize int

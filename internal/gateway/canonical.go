@@ -18,18 +18,20 @@ var (
 	errBadEscape    = errors.New("path has a malformed percent-encoding")
 	errNeedlessEsc  = errors.New("path percent-encodes a character that needs no encoding (a letter, digit, -, _ or ~)")
 	errDoubleEsc    = errors.New("path has an encoded percent sign (double encoding)")
-	errEmptyParam   = errors.New("path has a ;parameter without a segment name")
+	errSemicolon    = errors.New("path has a semicolon (;), which servers read differently (Java drops ;parameters)")
 	errBadUTF8      = errors.New("path is not valid UTF-8 once decoded")
 )
 
 // checkCanonical refuses a request path that different servers could read
-// differently, so that what the router and the policy see is exactly what
-// the upstream receives: empty segments, dot segments (raw, encoded, or
-// with ;parameters as Java servers read them), backslashes, encoded
-// slashes, dots or percent signs, needlessly encoded letters and digits
-// (/orders/%61dmin would route apart from /orders/admin, which the
-// upstream reads it as), control characters raw or encoded, and invalid
-// UTF-8. rawPath is the path part of the request target, as sent.
+// differently, so that what the router and the policy see is what the
+// upstream receives: empty segments, dot segments, semicolons raw or
+// encoded (Java servers drop ;parameters: /orders/admin;x is
+// /orders/admin there), backslashes, encoded slashes, dots or percent
+// signs, needlessly encoded letters and digits (/orders/%61dmin would
+// route apart from /orders/admin, which the upstream reads it as),
+// control characters raw or encoded, and invalid UTF-8. The rules follow
+// Spring Security's StrictHttpFirewall. rawPath is the path part of the
+// request target, as sent.
 func checkCanonical(rawPath string) error {
 	if !strings.HasPrefix(rawPath, "/") {
 		return errPathForm
@@ -41,6 +43,8 @@ func checkCanonical(rawPath string) error {
 			return errControl
 		case c == '\\':
 			return errBackslash
+		case c == ';':
+			return errSemicolon
 		case c == '%':
 			if i+2 >= len(rawPath) || !isHex(rawPath[i+1]) || !isHex(rawPath[i+2]) {
 				return errBadEscape
@@ -51,6 +55,8 @@ func checkCanonical(rawPath string) error {
 				return errEncodedSep
 			case d == '%':
 				return errDoubleEsc
+			case d == ';':
+				return errSemicolon
 			case isUnreserved(d):
 				return errNeedlessEsc
 			}
@@ -67,12 +73,10 @@ func checkCanonical(rawPath string) error {
 	if !utf8.ValidString(decoded) {
 		return errBadUTF8
 	}
-	// An encoded ; can hide a dot segment from the raw check: ..%3B.
-	return checkSegments(decoded)
+	return nil
 }
 
-// checkSegments refuses empty segments, dot segments and ;parameters
-// without a segment name.
+// checkSegments refuses empty and dot segments.
 func checkSegments(p string) error {
 	rest := p[1:]
 	for rest != "" {
@@ -80,12 +84,8 @@ func checkSegments(p string) error {
 		if seg == "" && more {
 			return errEmptySegment
 		}
-		name, _, param := strings.Cut(seg, ";")
-		switch {
-		case name == "." || name == "..":
+		if seg == "." || seg == ".." {
 			return errDotSegment
-		case name == "" && param:
-			return errEmptyParam
 		}
 		rest = tail
 	}

@@ -34,12 +34,6 @@ type pathError struct{ err error }
 func (e *pathError) Error() string { return "request not canonical: " + e.err.Error() }
 func (e *pathError) Unwrap() error { return e.err }
 
-// bodyError is a request body that could not be read.
-type bodyError struct{ err error }
-
-func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
-func (e *bodyError) Unwrap() error { return e.err }
-
 // tooLargeError is an oversize header block or body.
 type tooLargeError struct {
 	status int
@@ -76,7 +70,6 @@ func classify(err error) response {
 		authnE *authn.Error
 		he     *echo.HTTPError
 		mbe    *http.MaxBytesError
-		bodyE  *bodyError
 
 		refused *tokens.RefusedError
 		unavail *tokens.UnavailableError
@@ -88,8 +81,6 @@ func classify(err error) response {
 		return response{status: large.status, code: "request_too_large", desc: large.what, level: slog.LevelInfo}
 	case errors.As(err, &mbe):
 		return response{status: 413, code: "request_too_large", desc: "request body is too large", level: slog.LevelInfo}
-	case errors.As(err, &bodyE):
-		return response{status: 400, code: "invalid_request", desc: "the request body could not be read", level: slog.LevelInfo}
 	case errors.Is(err, errNoToken), errors.Is(err, errWrongScheme), errors.Is(err, errTwoAuthz), errors.Is(err, errTokenInQuery):
 		return response{status: 401, code: "unauthorized", desc: err.Error(), challenge: `Bearer realm="audgate"`, level: slog.LevelInfo}
 	case errors.Is(err, errTokenElsewhere), errors.Is(err, errAccessTokenParam):

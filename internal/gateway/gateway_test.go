@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,7 +345,7 @@ func TestNonCanonicalPaths(t *testing.T) {
 		"/orders/%5C1", "/orders/1\\x", "/orders/%00", "/orders/%0a1", "/orders/%7F",
 		"/orders/..;/1", "/orders/%zz", "/orders/1%", "*", "http://gw/orders/1",
 		"/orders/%61dmin", "/orders/%31", "/orders/a%7E", "/orders/%252e%252e", "/orders/..%3B/1",
-		"/orders/;/1", "/orders/;x", "/orders/%C0%AE", "/orders/%FF",
+		"/orders/;/1", "/orders/;x", "/orders/1;x", "/orders/1%3Bx", "/orders/%C0%AE", "/orders/%FF",
 	} {
 		t.Run(target, func(t *testing.T) {
 			if got := rawRequest(t, addr, target, tok); got != 400 {
@@ -357,9 +358,9 @@ func TestNonCanonicalPaths(t *testing.T) {
 	}
 	for target, upstream := range map[string]string{
 		"/orders/1%20a":     "/orders/1%20a",
-		"/orders/a%3Ab":     "/orders/a:b",
+		"/orders/a%2Bb":     "/orders/a%2Bb", // reserved: its encoded form is not its raw form
+		"/orders/a+b":       "/orders/a+b",
 		"/orders/caf%C3%A9": "/orders/caf%C3%A9",
-		"/orders/a;v=1":     "/orders/a;v=1",
 	} {
 		if got := rawRequest(t, addr, target, tok); got != 200 {
 			t.Errorf("%s: got %d, want 200", target, got)
@@ -516,12 +517,18 @@ func TestTokenOnlyInAuthorization(t *testing.T) {
 	}
 }
 
-// TestChunkedBodyOverLimit: a body of unknown length over max_body_bytes
-// is refused whole; the upstream receives nothing of it. One within the
-// limit reaches the upstream intact.
+// TestChunkedBodyOverLimit: a body of unknown length streams through
+// (gRPC and uploads need that); once it passes max_body_bytes the client
+// gets 413 and the upstream's request is cut off, never complete.
 func TestChunkedBodyOverLimit(t *testing.T) {
 	e := newEnv(t, nil)
 	tok := e.issuer.mint(t, nil)
+	var complete atomic.Int64
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err == nil {
+			complete.Add(1)
+		}
+	})
 	send := func(body string) *http.Response {
 		req, _ := http.NewRequest("POST", e.srv.URL+"/orders", io.MultiReader(strings.NewReader(body)))
 		req.ContentLength = -1 // chunked
@@ -533,14 +540,11 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 		t.Cleanup(func() { resp.Body.Close() })
 		return resp
 	}
-	checkError(t, send(strings.Repeat("x", 2000)), 413, "request_too_large", "")
-	if n := len(e.upstream.requests()); n != 0 {
-		t.Fatalf("the upstream received %d requests", n)
+	checkError(t, send(strings.Repeat("x", 4000)), 413, "request_too_large", "")
+	if n := complete.Load(); n != 0 {
+		t.Fatalf("the upstream read %d complete oversize bodies", n)
 	}
-	if resp := send(`{"small":true}`); resp.StatusCode != 200 {
-		t.Fatalf("small chunked body: status %d", resp.StatusCode)
-	}
-	if got := e.upstream.requests()[0].Body; got != `{"small":true}` {
-		t.Errorf("upstream body = %q", got)
+	if resp := send(`{"small":true}`); resp.StatusCode != 200 || complete.Load() != 1 {
+		t.Fatalf("small chunked body: status %d, complete %d", resp.StatusCode, complete.Load())
 	}
 }

@@ -1,12 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -105,9 +103,6 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
 			return &pathError{err}
 		}
-		// Route, policy and upstream all work on the one decoded path; the
-		// upstream receives its canonical encoding.
-		r.URL.RawPath = ""
 		if headerBytes(r) > g.cfg.Server.MaxHeaderBytes {
 			return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
 		}
@@ -167,10 +162,6 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			g.logDecision(r, in, d, err, nil)
 			return err
 		}
-		// Before any token is requested: an oversize body is refused whole.
-		if err := bufferUnsizedBody(r); err != nil {
-			return err
-		}
 		entry := rt.upstream.entry
 		treq := &tokens.Request{
 			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
@@ -196,24 +187,6 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		})
 		return nil
 	}
-}
-
-// bufferUnsizedBody reads a body of unknown length (chunked) before
-// anything is sent upstream, so that one over max_body_bytes is refused
-// whole instead of reaching the upstream in part. Bodies with a length
-// were checked in preflight and stream through.
-func bufferUnsizedBody(r *http.Request) error {
-	if r.ContentLength >= 0 || r.Body == nil || r.Body == http.NoBody {
-		return nil
-	}
-	body, err := io.ReadAll(r.Body) // bounded: preflight wrapped it in MaxBytesReader
-	if err != nil {
-		return &bodyError{err}
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.TransferEncoding = nil
-	return nil
 }
 
 // decide asks the policy and checks the decision against the upstream's

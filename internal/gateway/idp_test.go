@@ -351,3 +351,54 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrent401: requests in flight on a token the upstream revoked
+// are all retried with the one fresh token.
+func TestConcurrent401(t *testing.T) {
+	e := newIdPEnv(t, nil, nil)
+	alice := e.userToken(t, "alice", time.Hour)
+	var mu sync.Mutex
+	revoked, last := "", ""
+	arrived := make(chan struct{}, 2)
+	release := make(chan struct{})
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		authz := r.Header.Get("Authorization")
+		mu.Lock()
+		isRevoked := authz == revoked
+		if !isRevoked {
+			last = authz
+		}
+		mu.Unlock()
+		if isRevoked {
+			arrived <- struct{}{}
+			<-release // both in flight before either is answered
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{}`))
+	})
+	if resp := e.do(t, "GET", "/billing/1?scope=billing:read", alice, nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("warm-up status %d", resp.StatusCode)
+	}
+	mu.Lock()
+	revoked = last
+	mu.Unlock()
+	statuses := make(chan int, 2)
+	for range 2 {
+		go func() {
+			resp := e.do(t, "GET", "/billing/1?scope=billing:read", alice, nil, "")
+			statuses <- resp.StatusCode
+		}()
+	}
+	<-arrived
+	<-arrived
+	close(release)
+	for range 2 {
+		if s := <-statuses; s != 200 {
+			t.Errorf("a request in flight on the revoked token got %d, want 200 after a retry", s)
+		}
+	}
+	if n := e.idp.TokenRequests(); n != 2 {
+		t.Errorf("IdP requests = %d, want 2 (the first token and one refresh)", n)
+	}
+}

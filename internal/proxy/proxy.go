@@ -58,12 +58,12 @@ type Outbound struct {
 	// RequestID is sent as X-Request-Id.
 	RequestID string
 	// Drop, if set, forgets the downstream token because the upstream
-	// answered 401 to it, and reports whether it did (it may decline, to
-	// bound how often one key is refetched).
+	// answered 401 to it, and reports whether a fresh one may be tried (it
+	// declines to bound how often one key is refetched).
 	Drop func() bool
 	// Refresh, if set, returns a fresh downstream token after a Drop. When
 	// the upstream answers 401 to an idempotent request without a body,
-	// and Drop dropped the token, the request is sent once more with it.
+	// and Drop allows it, the request is sent once more with it.
 	Refresh func(ctx context.Context) (string, error)
 }
 

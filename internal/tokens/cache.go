@@ -175,9 +175,15 @@ func (c *Cache) remember(key string, refusal error) {
 // caller's request would replace everyone's).
 const minDropInterval = 5 * time.Second
 
-// Drop forgets the cached token for req if it is still value, the token
-// the upstream just refused, and the key's token was not dropped in the
-// last few seconds. It reports whether it dropped it.
+// Drop forgets the cached token for req because the upstream refused
+// value, and reports whether the request may be retried with a fresh
+// token:
+//   - the cache no longer holds value (another request replaced it, or it
+//     expired): retry; the fresh token is there or on its way, and nothing
+//     is dropped;
+//   - the key's token was dropped in the last few seconds: do not retry,
+//     the upstream refuses fresh tokens too;
+//   - otherwise value is dropped: retry.
 func (c *Cache) Drop(e *Entry, req *Request, value string) bool {
 	sum, err := c.key(e, req)
 	if err != nil {
@@ -186,9 +192,8 @@ func (c *Cache) Drop(e *Entry, req *Request, value string) bool {
 	key := string(sum[:])
 	c.dropMu.Lock()
 	defer c.dropMu.Unlock()
-	ent := c.lookup(key)
-	if ent == nil || ent.tok.Value != value {
-		return false // already replaced, or expired
+	if ent := c.lookup(key); ent == nil || ent.tok.Value != value {
+		return true
 	}
 	now := c.opts.Now()
 	if last, ok := c.dropped[key]; ok && now.Sub(last) < minDropInterval {

@@ -263,8 +263,11 @@ func TestCacheDrop(t *testing.T) {
 	e := &Entry{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("alice", clock)
 	first, _, _ := c.Token(context.Background(), e, req)
-	if c.Drop(e, req, "some other token") {
-		t.Error("dropped a token that is not the refused one")
+	if !c.Drop(e, req, "an older token") {
+		t.Error("a request refused with an older token may retry: the cache holds a newer one")
+	}
+	if _, out, _ := c.Token(context.Background(), e, req); out != OutcomeHit {
+		t.Fatalf("Drop of an older token dropped the current one (outcome %s)", out)
 	}
 	if !c.Drop(e, req, first.Value) {
 		t.Fatal("did not drop the refused token")
@@ -275,6 +278,9 @@ func TestCacheDrop(t *testing.T) {
 	}
 	if c.Drop(e, req, second.Value) {
 		t.Error("dropped the same key twice within the minimum interval")
+	}
+	if _, out, _ := c.Token(context.Background(), e, req); out != OutcomeHit {
+		t.Error("a declined Drop removed the token")
 	}
 	clock.Add(minDropInterval)
 	if !c.Drop(e, req, second.Value) {

@@ -98,7 +98,8 @@ func TestEval(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			err := eval(context.Background(), evalFlags{config: cfg, claims: claims, method: "GET", path: tc.path}, &out, &errOut)
+			err := eval(context.Background(), evalFlags{config: cfg, claims: claims, method: "GET", path: tc.path,
+				headers: []string{"X-User-Id: admin", "Accept: application/json"}}, &out, &errOut)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -127,6 +128,9 @@ func TestEval(t *testing.T) {
 			}
 			if doc.Decision.Allow != tc.wantAllow || doc.Input.Token.Subject != "alice" || len(doc.Input.Token.Scopes) != 2 {
 				t.Errorf("output: %s", out.String())
+			}
+			if strings.Contains(out.String(), `"x-user-id"`) || !strings.Contains(out.String(), `"accept"`) {
+				t.Errorf("eval's input headers differ from the gateway's (X-User-Id must be stripped): %s", out.String())
 			}
 		})
 	}

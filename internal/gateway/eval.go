@@ -19,8 +19,10 @@ import (
 
 // Eval runs the policy for one request as the gateway would, with claims
 // standing for the caller's verified token, and checks the decision
-// against the upstream's limits. It sends nothing anywhere: it is for
-// audgate eval. With trace set, the evaluation trace is written to it.
+// against the upstream's limits: the same path rules, stripped headers
+// and request ID as a real request. It proxies nothing and asks no token
+// source: it is for audgate eval. With trace set, the evaluation trace is
+// written to it.
 func (g *Gateway) Eval(ctx context.Context, method, target string, header http.Header, claims map[string]any, trace io.Writer) (*policy.Input, policy.Decision, error) {
 	if err := checkCanonical(requestPath(target)); err != nil {
 		return nil, policy.Decision{}, fmt.Errorf("path %q: %w", target, err)
@@ -33,6 +35,9 @@ func (g *Gateway) Eval(ctx context.Context, method, target string, header http.H
 	for k, v := range header {
 		r.Header[k] = v
 	}
+	g.strip.strip(r.Header)
+	dropUnderscoreHeaders(r.Header)
+	r.Header.Set("X-Request-Id", g.ids.next(""))
 	c := g.echo.NewContext(r, nil)
 	g.echo.Router().Find(method, r.URL.Path, c)
 	rt, ok := g.routes[routeKey(method, c.Path())]

@@ -51,20 +51,21 @@ type Options struct {
 
 // Gateway is one configured gateway. It is read-only after New.
 type Gateway struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	verifier *authn.Verifier
-	policy   atomic.Pointer[policy.Engine] // swapped whole on reload
-	cache    *tokens.Cache
-	metrics  *telemetry.Metrics
-	dlog     *telemetry.DecisionLog
-	workers  *policy.Workers
-	strip    *headerMatcher
-	echo     *echo.Echo
-	selfKeys []*tokens.SelfSigned
-	ups      map[string]*upstream
-	ids      *requestIDs
-	routes   map[string]*route // by method and path, for Eval
+	cfg        *config.Config
+	log        *slog.Logger
+	verifier   *authn.Verifier
+	policy     atomic.Pointer[policy.Engine] // swapped whole on reload
+	cache      *tokens.Cache
+	metrics    *telemetry.Metrics
+	dlog       *telemetry.DecisionLog
+	workers    *policy.Workers
+	strip      *headerMatcher
+	echo       *echo.Echo
+	selfKeys   []*tokens.SelfSigned
+	ups        map[string]*upstream
+	ids        *requestIDs
+	routes     map[string]*route // by method and path
+	routePaths map[string]bool   // configured route paths
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -95,7 +96,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		return nil, errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
-		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}}
+		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{}}
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -46,7 +47,7 @@ func (g *Gateway) buildRouter() *echo.Echo {
 		}
 	}
 	e.Pre(g.preflight)
-	e.Use(g.observe)
+	e.Use(g.observe, g.guardOptions)
 	if len(g.selfKeys) > 0 {
 		jwks, discovery, err := g.wellKnown()
 		if err == nil {
@@ -65,14 +66,9 @@ func (g *Gateway) buildRouter() *echo.Echo {
 			e.Add(m, rc.Path, h)
 			g.routes[routeKey(m, rc.Path)] = rt
 		}
+		g.routePaths[rc.Path] = true
 	}
-	// Echo answers OPTIONS on a path without it by itself, with 204 and
-	// the path's methods, to anyone: make it the 405 it is.
-	for _, rc := range g.cfg.Routes {
-		if _, routed := g.routes[routeKey(http.MethodOptions, rc.Path)]; !routed {
-			e.OPTIONS(rc.Path, func(echo.Context) error { return echo.ErrMethodNotAllowed })
-		}
-	}
+
 	return e
 }
 
@@ -94,11 +90,9 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		// stage, and writeError, read it there.
 		id := g.ids.next(r.Header.Get("X-Request-Id"))
 		g.strip.strip(r.Header)
+		dropUnderscoreHeaders(r.Header)
 		r.Header.Set("X-Request-Id", id)
 		c.Response().Header().Set("X-Request-Id", id)
-		if err := checkHeaderNames(r.Header); err != nil {
-			return &pathError{err}
-		}
 
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
 			return &pathError{err}
@@ -134,6 +128,26 @@ func (g *Gateway) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// guardOptions makes OPTIONS on a route that does not accept it the 405
+// it is: Echo would otherwise answer it itself, 204 with the route's
+// methods, to anyone. A route that accepts OPTIONS gets it as any method.
+func (g *Gateway) guardOptions(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Method != http.MethodOptions || !g.routePaths[c.Path()] {
+			return next(c)
+		}
+		if _, routed := g.routes[routeKey(http.MethodOptions, c.Path())]; routed {
+			return next(c)
+		}
+		if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok {
+			// Echo lists OPTIONS for every route; this one does not take it.
+			methods := slices.DeleteFunc(strings.Split(allow, ", "), func(m string) bool { return m == http.MethodOptions })
+			c.Response().Header().Set(echo.HeaderAllow, strings.Join(methods, ", "))
+		}
+		return echo.ErrMethodNotAllowed
+	}
+}
+
 // handle is the request path for one route: authenticate, decide, obtain
 // the downstream token, proxy. Any error returned reaches writeError, and
 // nothing has been sent upstream by then.
@@ -146,11 +160,11 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if err := checkTokenPlacement(r, raw); err != nil {
-			return err
-		}
 		p, err := g.verifier.Verify(ctx, raw)
 		if err != nil {
+			return err
+		}
+		if err := placeToken(r, raw); err != nil {
 			return err
 		}
 		in, err := g.input(c, rt, p)

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -142,15 +141,16 @@ var (
 	errAccessTokenParam = errors.New("the access_token query parameter is not accepted; send the token in the Authorization header")
 )
 
-// checkTokenPlacement refuses a request that carries the caller's token
-// anywhere but its Authorization header, in any header, query key or
-// value, or cookie, raw or percent-encoded, or that has an access_token
-// query parameter (RFC 6750 §2: one method only). Refusing, rather than
-// filtering, keeps what the policy sees and what the upstream receives
-// the same.
-func checkTokenPlacement(r *http.Request, token string) error {
+// placeToken makes sure the caller's token reaches nothing but this
+// request's Authorization header: a cookie that carries it (as an SPA
+// may keep it) is removed from the request itself, before the policy sees
+// it, and a request that carries it in another header or the query, raw
+// or percent-encoded, or has an access_token parameter (RFC 6750 §2: one
+// method only), is refused. The policy and the upstream see the same
+// request. token is verified, so it is long enough not to match by chance.
+func placeToken(r *http.Request, token string) error {
 	for k, vs := range r.Header {
-		if k == "Authorization" {
+		if k == "Authorization" || k == "Cookie" {
 			continue
 		}
 		for _, v := range vs {
@@ -159,48 +159,75 @@ func checkTokenPlacement(r *http.Request, token string) error {
 			}
 		}
 	}
+	dropTokenCookies(r, token)
 	if r.URL.RawQuery == "" {
 		return nil
 	}
 	if carries(r.URL.RawQuery, token) {
 		return errTokenElsewhere
 	}
-	for k, vs := range r.URL.Query() {
+	for k := range r.URL.Query() {
 		if k == "access_token" {
 			return errAccessTokenParam
-		}
-		if strings.Contains(k, token) || slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, token) }) {
-			return errTokenElsewhere
 		}
 	}
 	return nil
 }
 
-// carries reports whether s holds token as is or percent-encoded.
+// dropTokenCookies removes the cookies whose name or value carries token.
+func dropTokenCookies(r *http.Request, token string) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 || !slices.ContainsFunc(lines, func(l string) bool { return carries(l, token) }) {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for _, pair := range strings.Split(line, ";") {
+			if pair = strings.TrimSpace(pair); pair != "" && !carries(pair, token) {
+				kept = append(kept, pair)
+			}
+		}
+	}
+	r.Header.Del("Cookie")
+	if len(kept) > 0 {
+		r.Header.Set("Cookie", strings.Join(kept, "; "))
+	}
+}
+
+// carries reports whether s holds token as is or percent-encoded (a
+// malformed escape elsewhere in s does not hide it).
 func carries(s, token string) bool {
 	if strings.Contains(s, token) {
 		return true
 	}
-	if !strings.Contains(s, "%") {
-		return false
-	}
-	dec, err := url.PathUnescape(s)
-	return err == nil && strings.Contains(dec, token)
+	return strings.IndexByte(s, '%') >= 0 && strings.Contains(lenientUnescape(s), token)
 }
 
-var errUnderscoreHeader = errors.New("header names with underscores are not accepted")
+// lenientUnescape decodes every valid %XX in s and keeps the rest as is.
+func lenientUnescape(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
 
-// checkHeaderNames refuses header names with an underscore: servers that
-// map headers to variables (CGI, FastCGI, WSGI, Rack) read X_User_Id as
-// X-User-Id, so such a name could pose as a header the gateway sets or
-// strips.
-func checkHeaderNames(h http.Header) error {
+// dropUnderscoreHeaders removes header names with an underscore, as nginx
+// does by default: servers that map headers to variables (CGI, FastCGI,
+// WSGI, Rack) read X_User_Id as X-User-Id, so such a name could pose as a
+// header the gateway sets or strips.
+func dropUnderscoreHeaders(h http.Header) {
 	for k := range h {
 		if strings.IndexByte(k, '_') >= 0 {
-			return errUnderscoreHeader
+			delete(h, k)
 		}
 	}
-	return nil
 }
 
 // headerBytes approximates the size of a request's header block as it was

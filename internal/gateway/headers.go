@@ -122,7 +122,7 @@ func isB64Token(s string) bool {
 
 // inputHeaders returns the request headers as the policy sees them:
 // lower-case names, repeated values joined with ", ", and neither
-// Authorization nor Proxy-Authorization. checkTokenPlacement has already
+// Authorization nor Proxy-Authorization. placeToken has already
 // refused a request that carries the caller's token anywhere else, so the
 // policy sees exactly what the upstream receives.
 func inputHeaders(h http.Header) map[string]string {

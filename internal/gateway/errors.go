@@ -27,8 +27,7 @@ type denyError struct {
 
 func (e *denyError) Error() string { return "policy denied: " + e.reason }
 
-// pathError is a request the gateway refuses to read: a non-canonical
-// path, or a header name servers could read differently.
+// pathError is a request path that servers could read differently.
 type pathError struct{ err error }
 
 func (e *pathError) Error() string { return "request not canonical: " + e.err.Error() }

@@ -89,6 +89,7 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		// The request ID lives in the inbound header from here on: every
 		// stage, and writeError, read it there.
 		id := g.ids.next(r.Header.Get("X-Request-Id"))
+		tooLarge := headerBytes(r) > g.cfg.Server.MaxHeaderBytes // as sent
 		g.strip.strip(r.Header)
 		dropUnderscoreHeaders(r.Header)
 		r.Header.Set("X-Request-Id", id)
@@ -97,7 +98,7 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
 			return &pathError{err}
 		}
-		if headerBytes(r) > g.cfg.Server.MaxHeaderBytes {
+		if tooLarge {
 			return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
 		}
 		if r.ContentLength > g.cfg.Server.MaxBodyBytes {

@@ -325,3 +325,15 @@ func evalInput(t *testing.T, in *Input) rego.EvalOption {
 	}
 	return rego.EvalParsedInput(v)
 }
+
+func TestJSONMapMatchesJSON(t *testing.T) {
+	in := sampleInput()
+	want, _ := json.Marshal(in)
+	got, _ := json.Marshal(in.JSONMap())
+	var g, w any
+	_ = json.Unmarshal(got, &g)
+	_ = json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("JSONMap differs from the JSON form\ngot  %s\nwant %s", got, want)
+	}
+}

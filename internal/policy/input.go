@@ -172,3 +172,48 @@ func stringMap(m map[string]string) ast.Value {
 	}
 	return obj
 }
+
+// JSONMap returns the input as the generic JSON tree its JSON form
+// decodes to, without a JSON round trip: for the decision log. Maps are
+// fresh but for token claims, which are shared with the verified token:
+// callers must not modify them in place.
+func (in *Input) JSONMap() map[string]any {
+	strs := func(ss []string) []any {
+		out := make([]any, len(ss))
+		for i, s := range ss {
+			out[i] = s
+		}
+		return out
+	}
+	strMap := func(m map[string]string) map[string]any {
+		out := make(map[string]any, len(m))
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	query := make(map[string]any, len(in.Request.Query))
+	for k, vs := range in.Request.Query {
+		query[k] = strs(vs)
+	}
+	claims := in.Token.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{
+		"request": map[string]any{
+			"method": in.Request.Method, "path": in.Request.Path, "segments": strs(in.Request.Segments),
+			"query": query, "headers": strMap(in.Request.Headers), "host": in.Request.Host,
+			"remote_ip": in.Request.RemoteIP,
+		},
+		"route": map[string]any{"path": in.Route.Path, "params": strMap(in.Route.Params), "upstream": in.Route.Upstream},
+		"upstream": map[string]any{
+			"name": in.Upstream.Name, "token_source": in.Upstream.TokenSource, "audiences": strs(in.Upstream.Audiences),
+		},
+		"token": map[string]any{
+			"issuer": in.Token.Issuer, "subject": in.Token.Subject, "client_id": in.Token.ClientID,
+			"audience": strs(in.Token.Audience), "scopes": strs(in.Token.Scopes),
+			"expires_at": in.Token.ExpiresAt, "claims": claims,
+		},
+	}
+}

@@ -139,20 +139,30 @@ func (l *DecisionLog) run() {
 	_ = w.Flush()
 }
 
+// jsonMapper is an input that can give its JSON tree directly, sparing a
+// JSON round trip before masking.
+type jsonMapper interface {
+	JSONMap() map[string]any
+}
+
 func (l *DecisionLog) encode(e *DecisionEntry) ([]byte, error) {
 	if len(l.masks) > 0 && e.Input != nil {
-		raw, err := json.Marshal(e.Input)
-		if err != nil {
-			return nil, err
-		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
 		var generic any
-		if err := dec.Decode(&generic); err != nil {
-			return nil, err
+		if m, ok := e.Input.(jsonMapper); ok {
+			generic = m.JSONMap()
+		} else {
+			raw, err := json.Marshal(e.Input)
+			if err != nil {
+				return nil, err
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			if err := dec.Decode(&generic); err != nil {
+				return nil, err
+			}
 		}
 		for _, ptr := range l.masks {
-			remove(generic, ptr)
+			generic = remove(generic, ptr)
 		}
 		copied := *e
 		copied.Input = generic
@@ -173,21 +183,33 @@ func parsePointer(p string) ([]string, error) {
 	return parts, nil
 }
 
-// remove deletes the member ptr names from doc, if it exists. Only object
-// members are removed; a pointer through an array names every element.
-func remove(doc any, ptr []string) {
+// remove returns doc without the member ptr names. It copies what it
+// changes, along the pointer's path only, so maps shared with the
+// request (a token's claims) are never modified. Only object members are
+// removed; a pointer through an array names every element.
+func remove(doc any, ptr []string) any {
 	switch v := doc.(type) {
 	case map[string]any:
+		next, ok := v[ptr[0]]
+		if !ok {
+			return doc
+		}
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[k] = x
+		}
 		if len(ptr) == 1 {
-			delete(v, ptr[0])
-			return
+			delete(out, ptr[0])
+		} else {
+			out[ptr[0]] = remove(next, ptr[1:])
 		}
-		if next, ok := v[ptr[0]]; ok {
-			remove(next, ptr[1:])
-		}
+		return out
 	case []any:
-		for _, el := range v {
-			remove(el, ptr)
+		out := make([]any, len(v))
+		for i, el := range v {
+			out[i] = remove(el, ptr)
 		}
+		return out
 	}
+	return doc
 }

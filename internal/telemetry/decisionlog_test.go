@@ -85,3 +85,29 @@ func TestDecisionLogDropsWhenFull(t *testing.T) {
 	}
 	w.Close()
 }
+
+// mapped stands for the policy input, whose claims map is shared with the
+// verified token.
+type mapped struct{ claims map[string]any }
+
+func (m mapped) JSONMap() map[string]any {
+	return map[string]any{"token": map[string]any{"claims": m.claims}}
+}
+
+func TestDecisionLogNeverModifiesSharedMaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.log")
+	l, err := NewDecisionLog(path, []string{"/token/claims/email"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := map[string]any{"email": "alice@example.com", "sub": "alice"}
+	l.Log(&DecisionEntry{DecisionID: "1", Input: mapped{shared}})
+	_ = l.Close()
+	raw, _ := os.ReadFile(path)
+	if strings.Contains(string(raw), "alice@example.com") || !strings.Contains(string(raw), `"sub":"alice"`) {
+		t.Errorf("logged %s", raw)
+	}
+	if shared["email"] != "alice@example.com" {
+		t.Error("masking modified the token's shared claims")
+	}
+}

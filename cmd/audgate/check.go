@@ -37,9 +37,6 @@ func check(ctx context.Context, path string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(out, "config: ok")
-	if len(cfg.Policy.OPA) > 0 {
-		return fmt.Errorf("policy.opa: OPA plugins are not supported by this version; remove the section")
-	}
 	if _, err := policy.New(ctx, policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query}); err != nil {
 		return err
 	}

@@ -135,3 +135,13 @@ func TestEval(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckRefusesOPAPlugins(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	raw, _ := os.ReadFile(cfg)
+	doc := strings.Replace(string(raw), `policy: {path:`, `policy: {opa: {services: {acme: {url: "https://bundles.example.com"}}}, path:`, 1)
+	_ = os.WriteFile(cfg, []byte(doc), 0o600)
+	if err := check(context.Background(), cfg, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "policy.opa") {
+		t.Errorf("err = %v, want policy.opa refused", err)
+	}
+}

@@ -106,6 +106,9 @@ func principalFromClaims(claims map[string]any) *authn.Principal {
 // sources (signing and client keys are read) and upstream transports (TLS
 // files are read). For audgate check.
 func Check(cfg *config.Config) error {
+	if err := unsupported(cfg); err != nil {
+		return err
+	}
 	g := &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), cache: tokens.NewCache(tokens.CacheOptions{})}
 	g.metrics = telemetry.NewMetrics(func() float64 { return 0 })
 	entries, err := g.buildSources(Options{Logger: g.log})

@@ -92,8 +92,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if len(cfg.Policy.OPA) > 0 {
-		return nil, errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
+	if err := unsupported(cfg); err != nil {
+		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{}}
@@ -154,6 +154,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	}
 	ok = true
 	return g, nil
+}
+
+// unsupported refuses configuration this version accepts in the file but
+// cannot honour, rather than ignore it.
+func unsupported(cfg *config.Config) error {
+	if len(cfg.Policy.OPA) > 0 {
+		return errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
+	}
+	return nil
 }
 
 func authnOptions(cfg *config.Config, opts Options) authn.Options {

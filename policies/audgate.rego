@@ -55,7 +55,11 @@ _required_permission := sprintf("%s:%s", [input.upstream.name, _action])
 
 # The caller holds the permission in its permissions claim or its scopes.
 # Plain reference lookups, rather than building a set of everything
-# granted, keep evaluation cheap on the request path.
-_granted if input.token.claims.permissions[_] == _required_permission
+# granted, keep evaluation cheap on the request path. Only an array grants:
+# permissions[_] would also walk an object's values.
+_granted if {
+	is_array(input.token.claims.permissions)
+	input.token.claims.permissions[_] == _required_permission
+}
 
 _granted if input.token.scopes[_] == _required_permission

@@ -39,6 +39,8 @@ test_permission_sources[tc.note] if {
 		{"note": "write does not imply read", "scopes": ["orders:write"], "claims": {"sub": "a"}, "allow": false},
 		{"note": "non-string permissions ignored", "scopes": [], "claims": {"sub": "a", "permissions": [1, {"orders:read": true}]}, "allow": false},
 		{"note": "permissions not an array", "scopes": [], "claims": {"sub": "a", "permissions": "orders:read"}, "allow": false},
+		{"note": "permissions an object", "scopes": [], "claims": {"sub": "a", "permissions": {"x": "orders:read"}}, "allow": false},
+		{"note": "permissions a set-like object", "scopes": [], "claims": {"sub": "a", "permissions": {"orders:read": "orders:read"}}, "allow": false},
 		{"note": "nothing granted", "scopes": [], "claims": {"sub": "a"}, "allow": false},
 	]
 	d := audgate.decision with input as _input("GET", "orders", tc.scopes, tc.claims)

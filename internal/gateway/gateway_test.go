@@ -292,6 +292,7 @@ func TestPolicyOutcomes(t *testing.T) {
 		{"audience outside the allow-list", `decision := {"allow": true, "audience": "https://billing.test"}`, 500, "policy_error"},
 		{"scope outside the allow-list", `decision := {"allow": true, "audience": "https://orders.test", "scopes": ["admin"]}`, 500, "policy_error"},
 		{"header injection", `decision := {"allow": true, "audience": "https://orders.test", "headers": {"X-A": "a\r\nX-Admin: 1"}}`, 500, "policy_error"},
+		{"tab in a header value", `decision := {"allow": true, "audience": "https://orders.test", "headers": {"X-User-Id": "ali\tce"}}`, 500, "policy_error"},
 		{"sets Authorization", `decision := {"allow": true, "audience": "https://orders.test", "headers": {"Authorization": "Bearer x"}}`, 500, "policy_error"},
 		{"overrides sub", `decision := {"allow": true, "audience": "https://orders.test", "claims": {"sub": "root"}}`, 500, "policy_error"},
 		{"evaluation error", `decision := {"allow": true, "audience": to_number("x")}`, 500, "policy_error"},

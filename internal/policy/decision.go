@@ -269,8 +269,8 @@ func (d *Decision) Check(lim Limits) error {
 		if reservedHeaders[http.CanonicalHeaderKey(k)] {
 			return fieldError("headers."+k, "is set by the gateway and may not be set by the policy")
 		}
-		if !httpguts.ValidHeaderFieldValue(v) {
-			return fieldError("headers."+k, "value contains CR, LF or another control character")
+		if hasControl(v) {
+			return fieldError("headers."+k, "value contains CR, LF, TAB or another control character")
 		}
 	}
 	for k := range d.Claims {
@@ -279,6 +279,14 @@ func (d *Decision) Check(lim Limits) error {
 		}
 	}
 	return nil
+}
+
+// hasControl reports whether s holds a control character (RFC 5234 CTL).
+// HTAB is one too: httpguts.ValidHeaderFieldValue allows it, as RFC 9110
+// does inside a value, but a tab the upstream may trim or split on has no
+// place in an identity header.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // validScope reports whether s is an RFC 6749 §3.3 scope-token.

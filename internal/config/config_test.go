@@ -235,6 +235,8 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		{"duplicate route all methods", "path: /billing/*", "path: /orders/*", "routes[1].path", "every method"},
 		{"strip_prefix not a prefix", "strip_prefix: /billing", "strip_prefix: /orders", "routes[1].strip_prefix", "not a prefix"},
 		{"strip_prefix inside a segment", "strip_prefix: /billing", "strip_prefix: /bill", "routes[1].strip_prefix", "inside a segment"},
+		{"strip_prefix before a wildcard in the segment", "path: /billing/*\n    upstream: billing\n    strip_prefix: /billing", "path: /billing*\n    upstream: billing\n    strip_prefix: /billing", "routes[1].strip_prefix", "inside a segment"},
+		{"strip_prefix before a param in the segment", "path: /billing/*\n    upstream: billing\n    strip_prefix: /billing", "path: /billing:id\n    upstream: billing\n    strip_prefix: /billing", "routes[1].strip_prefix", "inside a segment"},
 		{"cache max_entries zero", "max_entries: 1000", "max_entries: 0", "cache.max_entries", "positive"},
 		{"cache negative_ttl negative", "negative_ttl: 0s", "negative_ttl: -5s", "cache.negative_ttl", "negative"},
 		{"cache refresh negative", "negative_ttl: 0s", "refresh_before_expiry: -1s", "cache.refresh_before_expiry", "negative"},

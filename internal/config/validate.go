@@ -507,8 +507,9 @@ func (v *validator) stripPrefix(p string, r *Route) {
 	switch {
 	case !strings.HasPrefix(fixed, sp):
 		v.add(p+".strip_prefix", "%q is not a prefix of %q, the fixed part of the route's path; write a leading part of it", sp, fixed)
-	case !strings.HasSuffix(sp, "/") && len(sp) < len(fixed) && fixed[len(sp)] != '/':
-		v.add(p+".strip_prefix", "%q ends inside a segment of %q; strip whole segments", sp, fixed)
+	case !strings.HasSuffix(sp, "/") && len(sp) < len(r.Path) && r.Path[len(sp)] != '/':
+		// /public* with /public would turn /publicadmin into /admin.
+		v.add(p+".strip_prefix", "%q ends inside a segment of %q; strip whole segments (the prefix must be followed by / or the end of the path)", sp, r.Path)
 	}
 }
 

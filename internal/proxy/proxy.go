@@ -219,15 +219,18 @@ func retryable(req *http.Request) bool {
 	return (req.Body == nil || req.Body == http.NoBody) && req.ContentLength == 0
 }
 
+// stripPrefix removes prefix from p only where it ends at a segment
+// boundary: /public never turns /publicadmin into /admin. A path the
+// prefix does not cut cleanly goes upstream whole, as the policy saw it.
 func stripPrefix(p, prefix string) string {
-	if p == "" {
+	rest, ok := strings.CutPrefix(p, prefix)
+	if p == "" || !ok || !(strings.HasSuffix(prefix, "/") || rest == "" || rest[0] == '/') {
 		return p
 	}
-	p = strings.TrimPrefix(p, prefix)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p
+	if !strings.HasPrefix(rest, "/") {
+		rest = "/" + rest
 	}
-	return p
+	return rest
 }
 
 func classify(name string, err error) error {

@@ -169,3 +169,21 @@ func TestBufferPool(t *testing.T) {
 	}
 	buffers.Put(make([]byte, 5)) // foreign sizes are not pooled
 }
+
+func TestStripPrefix(t *testing.T) {
+	tests := []struct{ path, prefix, want string }{
+		{"/api/orders/1", "/api", "/orders/1"},
+		{"/api", "/api", "/"},
+		{"/api/", "/api", "/"},
+		{"/api/orders", "/api/", "/orders"},
+		{"/apiadmin/users", "/api", "/apiadmin/users"},
+		{"/publicadmin/users", "/public", "/publicadmin/users"},
+		{"/other/x", "/api", "/other/x"},
+		{"", "/api", ""},
+	}
+	for _, tc := range tests {
+		if got := stripPrefix(tc.path, tc.prefix); got != tc.want {
+			t.Errorf("stripPrefix(%q, %q) = %q, want %q", tc.path, tc.prefix, got, tc.want)
+		}
+	}
+}

@@ -254,6 +254,10 @@ func (e *env) do(t testing.TB, method, path, token string, hdr http.Header, body
 		t.Fatal(err)
 	}
 	for k, vs := range hdr {
+		if k == "Host" {
+			req.Host = vs[0] // the client sends req.Host, not Header["Host"]
+			continue
+		}
 		req.Header[k] = vs
 	}
 	if token != "" {

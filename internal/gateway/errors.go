@@ -186,8 +186,12 @@ func quoteSafe(s string) string {
 func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	res := classify(err)
 	id := requestID(r)
+	path := r.URL.Path
+	if errors.Is(err, errTokenElsewhere) {
+		path = "[withheld: it may carry the caller's token]"
+	}
 	g.log.Log(r.Context(), res.level, "request failed",
-		"request_id", id, "method", r.Method, "path", r.URL.Path, "status", res.status,
+		"request_id", id, "method", r.Method, "path", path, "status", res.status,
 		"error", res.code, "cause", err.Error())
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

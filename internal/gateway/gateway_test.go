@@ -502,11 +502,18 @@ func TestTokenOnlyInAuthorization(t *testing.T) {
 		{name: "query key", path: "/orders/1?" + tok + "=1"},
 		{name: "access_token with a header", path: "/orders/1?access_token=zzz"},
 		{name: "encoded access_token key", path: "/orders/1?acc%65ss_token=zzz"},
+		{name: "path segment", path: "/orders/" + tok},
+		{name: "path segment, with more", path: "/orders/x" + tok},
+		{name: "Host", path: "/orders/1", header: http.Header{"Host": {tok}}},
+		{name: "Host with a port", path: "/orders/1", header: http.Header{"Host": {tok + ":8080"}}},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(e.upstream.requests())
+			before, logged := len(e.upstream.requests()), len(e.logs.String())
 			checkError(t, e.do(t, "GET", tc.path, tok, tc.header, ""), 400, "invalid_request", `error="invalid_request"`)
+			if strings.Contains(e.logs.String()[logged:], tok) {
+				t.Error("the token reached the logs")
+			}
 			if n := len(e.upstream.requests()) - before; n != 0 {
 				t.Errorf("the upstream received %d requests", n)
 			}

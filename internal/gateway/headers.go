@@ -144,11 +144,16 @@ var (
 // placeToken makes sure the caller's token reaches nothing but this
 // request's Authorization header: a cookie that carries it (as an SPA
 // may keep it) is removed from the request itself, before the policy sees
-// it, and a request that carries it in another header or the query, raw
-// or percent-encoded, or has an access_token parameter (RFC 6750 §2: one
-// method only), is refused. The policy and the upstream see the same
-// request. token is verified, so it is long enough not to match by chance.
+// it, and a request that carries it in another header, Host, the path or
+// the query, raw or percent-encoded, or has an access_token parameter
+// (RFC 6750 §2: one method only), is refused: Host becomes the upstream's
+// X-Forwarded-Host, and the path its request URI and the logs' path. The
+// policy and the upstream see the same request. token is verified, so it
+// is long enough not to match by chance.
 func placeToken(r *http.Request, token string) error {
+	if carries(r.Host, token) || carries(r.URL.Path, token) || carries(requestPath(r.RequestURI), token) {
+		return errTokenElsewhere
+	}
 	for k, vs := range r.Header {
 		if k == "Authorization" || k == "Cookie" {
 			continue

@@ -139,9 +139,18 @@ type TokenSource struct {
 	ClientAuth string `yaml:"client_auth"`
 	// PrivateKeyFile signs client assertions for private_key_jwt.
 	PrivateKeyFile string `yaml:"private_key_file"`
+	// CertificateFile (private_key_jwt) is the PEM certificate of the
+	// private key: assertions then carry its x5t#S256 thumbprint and an
+	// RSA key signs PS256, as Microsoft Entra ID's certificate credentials
+	// require. Default: none (assertions carry the key's kid).
+	CertificateFile string `yaml:"certificate_file"`
 	// ClientAssertionAudience is the aud of private_key_jwt assertions.
 	// Default: the token endpoint; Zitadel wants its issuer.
 	ClientAssertionAudience string `yaml:"client_assertion_audience"`
+	// ExtraParams are form fields added to every token request of this
+	// source, e.g. {organization: org_123} for Auth0; a field the grant or
+	// client authentication sets is refused. Default: none.
+	ExtraParams map[string]string `yaml:"extra_params"`
 	// AudienceParam is how the audience is sent: audience (Auth0, Okta,
 	// Keycloak), resource (RFC 8707), both, or scope (Microsoft Entra ID:
 	// each scope sent as <audience>/<scope>, or <audience>/.default when

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -11,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/audgate/audgate/internal/oauth"
+	"github.com/audgate/audgate/internal/tokens"
 )
 
 // ValidationError lists every problem found in a config file at once.
@@ -314,14 +319,17 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 		v.add(p+".client_id", "empty; write the client ID audgate is registered with at the identity provider")
 	}
 	switch ts.ClientAuth {
-	case "client_secret_basic", "client_secret_post":
+	case oauth.AuthBasic, oauth.AuthPost:
 		if ts.ClientAssertionAudience != "" {
 			v.add(p+".client_assertion_audience", "set, but client_auth is %s, which sends no assertion; remove it or use client_auth: private_key_jwt", ts.ClientAuth)
+		}
+		if ts.CertificateFile != "" {
+			v.add(p+".certificate_file", "set, but client_auth is %s, which sends no assertion; remove it or use client_auth: private_key_jwt", ts.ClientAuth)
 		}
 		if ts.ClientSecret == "" {
 			v.add(p+".client_secret", "empty, but client_auth is %s; write client_secret: ${ENV_VAR}, or use client_auth: private_key_jwt", ts.ClientAuth)
 		}
-	case "private_key_jwt":
+	case oauth.AuthPrivateKeyJWT:
 		if ts.PrivateKeyFile == "" {
 			v.add(p+".private_key_file", "empty, but client_auth is private_key_jwt; write the path of the PEM key that signs client assertions")
 		}
@@ -329,12 +337,18 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 			v.add(p+".client_secret", "set, but client_auth is private_key_jwt, which never sends it; remove it")
 		}
 	default:
-		v.add(p+".client_auth", "%s", unsupported(ts.ClientAuth, "is not a client authentication method", []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}))
+		v.add(p+".client_auth", "%s", unsupported(ts.ClientAuth, "is not a client authentication method", oauth.AuthMethods()))
 	}
-	switch ts.AudienceParam {
-	case "audience", "resource", "both", "scope":
-	default:
-		v.add(p+".audience_param", "%s", unsupported(ts.AudienceParam, "is not a way to send the audience", []string{"audience", "resource", "both", "scope"}))
+	if !slices.Contains(tokens.AudienceParams(), ts.AudienceParam) {
+		v.add(p+".audience_param", "%s", unsupported(ts.AudienceParam, "is not a way to send the audience", tokens.AudienceParams()))
+	}
+	for _, name := range slices.Sorted(maps.Keys(ts.ExtraParams)) {
+		switch {
+		case oauth.ReservedParam(name):
+			v.add(p+".extra_params."+name, "the grant or client authentication sets %s itself; remove it (audiences and scopes come from the policy's decision)", name)
+		case name == "" || strings.ContainsFunc(name, unicode.IsControl):
+			v.add(p+".extra_params", "%q is not a form field name; remove it", name)
+		}
 	}
 	if ts.Type == SourceTokenExchange {
 		if ts.SubjectTokenType == "" {
@@ -378,7 +392,7 @@ func ignoredBy(typ string) []string {
 			"actor_token", "actor_token_type"}
 	case SourceSelfSigned:
 		return []string{"token_endpoint", "client_id", "client_secret", "client_auth", "private_key_file",
-			"client_assertion_audience", "audience_param", "subject_token_type", "requested_token_type", "timeout",
+			"certificate_file", "client_assertion_audience", "extra_params", "audience_param", "subject_token_type", "requested_token_type", "timeout",
 			"actor_token", "actor_token_type", "on_behalf_of"}
 	}
 	return nil

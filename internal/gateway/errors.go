@@ -72,6 +72,7 @@ func classify(err error) response {
 
 		refused *tokens.RefusedError
 		unavail *tokens.UnavailableError
+		misconf *tokens.ConfigError
 	)
 	switch {
 	case errors.As(err, &pathE):
@@ -96,6 +97,8 @@ func classify(err error) response {
 		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
 	case errors.As(err, &refused):
 		return refusedResponse(refused)
+	case errors.As(err, &misconf):
+		return misconfigured
 	case errors.As(err, &unavail):
 		after := "1"
 		if unavail.RetryAfter > 0 {
@@ -126,18 +129,29 @@ func classify(err error) response {
 // token is the caller's invalid token, a refused audience or scope is the
 // caller's missing permission, and a refused client is audgate's
 // misconfiguration, which the caller cannot fix.
+//
+// invalid_grant and invalid_request are about the caller's token only when
+// the request carried it (token exchange, jwt-bearer): from a client
+// credentials grant they mean audgate's own request is wrong.
 func refusedResponse(e *tokens.RefusedError) response {
 	switch e.Code {
 	case "invalid_grant", "invalid_request":
+		if !e.CallerToken {
+			break
+		}
 		desc := "the identity provider did not accept the access token (" + e.Code + ")"
 		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
 	case "invalid_target", "invalid_scope", "access_denied", "unauthorized_client":
 		desc := "the identity provider refused a token for the upstream's audience or scopes (" + e.Code + ")"
 		return response{status: 403, code: "insufficient_scope", desc: desc, challenge: challenge("insufficient_scope", desc), level: slog.LevelInfo}
 	}
-	return response{status: 502, code: "token_source_misconfigured",
-		desc: "the identity provider refused audgate's token request; the gateway's operator must fix its client configuration", level: slog.LevelError}
+	return misconfigured
 }
+
+// misconfigured is the answer when audgate's own token request is wrong:
+// the caller cannot fix it.
+var misconfigured = response{status: 502, code: "token_source_misconfigured",
+	desc: "the identity provider refused audgate's token request; the gateway's operator must fix its client configuration", level: slog.LevelError}
 
 func denyResponse(d *denyError) response {
 	r := response{status: d.status, desc: d.reason, level: slog.LevelInfo}

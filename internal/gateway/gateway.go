@@ -221,7 +221,8 @@ func (g *Gateway) buildSource(sc config.TokenSource, opts Options) (tokens.Sourc
 	idp := tokens.IdPOptions{
 		Name: sc.Name, Issuer: sc.Issuer, TokenEndpoint: sc.TokenEndpoint,
 		ClientID: sc.ClientID, ClientSecret: sc.ClientSecret.Value(), ClientAuth: sc.ClientAuth,
-		PrivateKeyFile: sc.PrivateKeyFile, AssertionAudience: sc.ClientAssertionAudience, AudienceParam: sc.AudienceParam,
+		PrivateKeyFile: sc.PrivateKeyFile, CertificateFile: sc.CertificateFile, AssertionAudience: sc.ClientAssertionAudience,
+		AudienceParam: sc.AudienceParam, ExtraParams: sc.ExtraParams,
 		HTTPClient: opts.IdPClient, Now: opts.Now,
 	}
 	switch sc.Type {

@@ -217,6 +217,11 @@ func TestIdPFaults(t *testing.T) {
 		{name: "invalid_grant", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_grant"}, status: 401, code: "invalid_token", challenge: `error="invalid_token"`},
 		{name: "invalid_target", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_target"}, status: 403, code: "insufficient_scope", challenge: `error="insufficient_scope"`},
 		{name: "invalid_client", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_client"}, status: 502, code: "token_source_misconfigured"},
+		{name: "jwt-bearer invalid_request", path: "/obo/1", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_request"}, status: 401, code: "invalid_token", challenge: `error="invalid_token"`},
+		// Client credentials never send the caller's token: these codes
+		// are about audgate's own request.
+		{name: "client credentials invalid_grant", path: "/billing/1", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_grant"}, status: 502, code: "token_source_misconfigured"},
+		{name: "client credentials invalid_request", path: "/billing/1", fault: devidp.Fault{Kind: devidp.FaultOAuthError, ErrorCode: "invalid_request"}, status: 502, code: "token_source_misconfigured"},
 		{name: "real refusal: bob may not write", path: "/orders/1?scope=orders:write", token: "bob", status: 403, code: "insufficient_scope", challenge: `error="insufficient_scope"`},
 		{name: "real refusal: audience not entitled", token: "carol", status: 403, code: "insufficient_scope", challenge: `error="insufficient_scope"`},
 	}

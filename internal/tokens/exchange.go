@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strings"
+
+	"github.com/audgate/audgate/internal/oauth"
 )
 
 // Token type URIs (RFC 8693 §3).
@@ -71,42 +72,20 @@ func (s *TokenExchange) Token(ctx context.Context, req *Request) (Token, error) 
 		form.Set("actor_token", s.opts.ActorToken)
 		form.Set("actor_token_type", s.opts.ActorTokenType)
 	}
-	tok, issued, err := s.post(ctx, form)
+	tok, err := s.request(ctx, form, true)
 	if err != nil {
 		return Token{}, err
 	}
+	issued := tok.IssuedTokenType
 	// RFC 8693 §2.2.1: issued_token_type is required. A JWT is an access
 	// token's usual form, so it is accepted for an access token request.
 	switch {
 	case issued == s.opts.RequestedTokenType:
 	case issued == TokenTypeJWT && s.opts.RequestedTokenType == TokenTypeAccessToken:
 	case issued == "":
-		return Token{}, s.unavailable("the answer has no issued_token_type", 0, nil)
+		return Token{}, &UnavailableError{Source: s.name, Reason: "the answer has no issued_token_type"}
 	default:
-		return Token{}, s.unavailable(fmt.Sprintf("issued_token_type %q, asked for %q", issued, s.opts.RequestedTokenType), 0, nil)
+		return Token{}, &UnavailableError{Source: s.name, Reason: fmt.Sprintf("issued_token_type %q, asked for %q", oauth.LogSafe(issued, 128), s.opts.RequestedTokenType)}
 	}
-	return tok, nil
-}
-
-// setTarget adds the audience and scopes as the source sends them. With
-// audience_param "scope" (Microsoft Entra ID), the audience prefixes each
-// scope, and stands alone as <audience>/.default when there is none.
-func (c *idp) setTarget(form url.Values, audience string, scopes []string) {
-	if c.opts.AudienceParam == "scope" {
-		prefix := strings.TrimSuffix(audience, "/") + "/"
-		if len(scopes) == 0 {
-			form.Set("scope", prefix+".default")
-			return
-		}
-		qualified := make([]string, len(scopes))
-		for i, sc := range scopes {
-			qualified[i] = prefix + sc
-		}
-		form.Set("scope", strings.Join(qualified, " "))
-		return
-	}
-	c.setAudience(form, audience)
-	if len(scopes) > 0 {
-		form.Set("scope", strings.Join(scopes, " "))
-	}
+	return token(tok), nil
 }

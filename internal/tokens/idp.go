@@ -2,37 +2,18 @@ package tokens
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"math"
-	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
+	"os"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
-	"golang.org/x/sync/singleflight"
-)
-
-// Client authentication methods at the token endpoint (RFC 6749 §2.3,
-// RFC 7523 §2.2).
-const (
-	AuthBasic         = "client_secret_basic"
-	AuthPost          = "client_secret_post"
-	AuthPrivateKeyJWT = "private_key_jwt"
+	"github.com/audgate/audgate/internal/oauth"
 )
 
 // IdPOptions configure a source that asks an identity provider.
@@ -47,376 +28,184 @@ type IdPOptions struct {
 	// ClientID and ClientSecret authenticate audgate at the IdP.
 	ClientID     string
 	ClientSecret string
-	// ClientAuth is AuthBasic (default), AuthPost or AuthPrivateKeyJWT.
+	// ClientAuth is one of oauth.AuthMethods. Default: oauth.AuthBasic.
 	ClientAuth string
-	// PrivateKeyFile is a PEM or JWK private key for AuthPrivateKeyJWT.
+	// PrivateKeyFile is a PEM or JWK private key for oauth.AuthPrivateKeyJWT.
 	PrivateKeyFile string
+	// CertificateFile, for oauth.AuthPrivateKeyJWT, is the PEM certificate
+	// of that key: assertions then carry its x5t#S256 thumbprint and an RSA
+	// key signs PS256 (Microsoft Entra ID's certificate credentials).
+	// Default: none.
+	CertificateFile string
 	// AssertionAudience is the aud of private_key_jwt client assertions.
-	// Default: the token endpoint (RFC 7523 §3); some IdPs (Zitadel) want
-	// their issuer.
+	// Default: the token endpoint (RFC 7523 §3); some IdPs want their
+	// issuer.
 	AssertionAudience string
-	// AudienceParam sends the audience as "audience" (default),
-	// "resource" (RFC 8707) or "both".
+	// AudienceParam is how the audience is sent: one of AudienceParams.
+	// Default: AudienceParamAudience.
 	AudienceParam string
-	// HTTPClient makes the requests. Default: a client with no proxy and
-	// a 10s timeout; each request is also bounded by the cache's timeout.
+	// ExtraParams are form fields added to every token request; none may
+	// be a field the grant or client authentication sets
+	// (oauth.ReservedParam). Default: none.
+	ExtraParams map[string]string
+	// HTTPClient makes the requests. Default: a client with no proxy
+	// but the environment's, and a 10s timeout; each request is also
+	// bounded by the cache's timeout.
 	HTTPClient *http.Client
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
 }
 
-// maxBody bounds what is read from an IdP answer.
-const maxBody = 1 << 20
+// Ways to send the audience (AudienceParam).
+const (
+	// AudienceParamAudience sends it as "audience" (RFC 8693; Auth0, Okta,
+	// Keycloak).
+	AudienceParamAudience = "audience"
+	// AudienceParamResource sends it as "resource" (RFC 8707).
+	AudienceParamResource = "resource"
+	// AudienceParamBoth sends both.
+	AudienceParamBoth = "both"
+	// AudienceParamScope prefixes each scope with it, or sends
+	// <audience>/.default without scopes (Microsoft Entra ID).
+	AudienceParamScope = "scope"
+)
 
-// maxExpiresIn caps expires_in: a larger value (or an overflowing one)
-// is read as a day.
-const maxExpiresIn = 24 * time.Hour
+// AudienceParams lists the ways to send the audience, default first.
+func AudienceParams() []string {
+	return []string{AudienceParamAudience, AudienceParamResource, AudienceParamBoth, AudienceParamScope}
+}
 
-// idp is what the three IdP sources share: the token endpoint (discovered
-// once), client authentication, and reading answers.
+// idp is what the three IdP sources share: one OAuth client, and how the
+// audience is sent.
 type idp struct {
-	opts   IdPOptions
-	client *http.Client
-	key    jwk.Key // for private_key_jwt
-
-	discovery singleflight.Group
-	mu        sync.Mutex // guards endpoint
-	endpoint  string
+	name          string
+	audienceParam string
+	client        *oauth.Client
 }
 
 func newIdP(opts IdPOptions) (*idp, error) {
 	if opts.ClientAuth == "" {
-		opts.ClientAuth = AuthBasic
+		opts.ClientAuth = oauth.AuthBasic
 	}
 	if opts.AudienceParam == "" {
-		opts.AudienceParam = "audience"
+		opts.AudienceParam = AudienceParamAudience
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	fail := func(err error) (*idp, error) { return nil, fmt.Errorf("token source %q: %w", opts.Name, err) }
+	if !slices.Contains(AudienceParams(), opts.AudienceParam) {
+		return fail(fmt.Errorf("audience_param %q is not one of %s", opts.AudienceParam, strings.Join(AudienceParams(), ", ")))
 	}
-	if opts.TokenEndpoint == "" && opts.Issuer == "" {
-		return nil, fmt.Errorf("token source %q: set token_endpoint or issuer", opts.Name)
-	}
-	c := &idp{opts: opts, client: opts.HTTPClient, endpoint: opts.TokenEndpoint}
-	if c.client == nil {
-		c.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		}}
 	}
-	switch opts.ClientAuth {
-	case AuthBasic, AuthPost:
-	case AuthPrivateKeyJWT:
+	auth := oauth.ClientAuth{Method: opts.ClientAuth, ClientID: opts.ClientID, ClientSecret: opts.ClientSecret,
+		AssertionAudience: opts.AssertionAudience}
+	if opts.ClientAuth == oauth.AuthPrivateKeyJWT {
 		k, err := readKey(opts.PrivateKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("token source %q: private_key_file: %w", opts.Name, err)
+			return fail(fmt.Errorf("private_key_file: %w", err))
 		}
-		c.key = k
-	default:
-		return nil, fmt.Errorf("token source %q: client_auth %q is not one of %s, %s, %s", opts.Name, opts.ClientAuth, AuthBasic, AuthPost, AuthPrivateKeyJWT)
-	}
-	return c, nil
-}
-
-// tokenEndpoint returns the configured or discovered token endpoint.
-// Concurrent callers share one discovery request, and a caller whose ctx
-// ends stops waiting; a failed discovery is not remembered, so the next
-// request tries again.
-func (c *idp) tokenEndpoint(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	ep := c.endpoint
-	c.mu.Unlock()
-	if ep != "" {
-		return ep, nil
-	}
-	ch := c.discovery.DoChan("", func() (any, error) {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		ep, err := c.discover(dctx)
-		if err == nil {
-			c.mu.Lock()
-			c.endpoint = ep
-			c.mu.Unlock()
+		auth.Key = k
+		if opts.CertificateFile != "" {
+			if auth.Certificate, err = readCertificate(opts.CertificateFile); err != nil {
+				return fail(fmt.Errorf("certificate_file: %w", err))
+			}
 		}
-		return ep, err
-	})
-	select {
-	case <-ctx.Done():
-		return "", c.unavailable("discovery", 0, ctx.Err())
-	case r := <-ch:
-		if r.Err != nil {
-			return "", r.Err
-		}
-		return r.Val.(string), nil
 	}
-}
-
-// discover reads token_endpoint from the issuer's discovery document.
-func (c *idp) discover(ctx context.Context) (string, error) {
-	u := strings.TrimSuffix(c.opts.Issuer, "/") + "/.well-known/openid-configuration"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	o := oauth.Options{TokenEndpoint: opts.TokenEndpoint, Auth: auth, ExtraParams: opts.ExtraParams,
+		HTTPClient: opts.HTTPClient, Now: opts.Now}
+	if opts.TokenEndpoint == "" {
+		if opts.Issuer == "" {
+			return fail(errors.New("set token_endpoint or issuer"))
+		}
+		o.Discovery = oauth.NewDiscovery(opts.Issuer, opts.HTTPClient)
+	}
+	c, err := oauth.NewClient(o)
 	if err != nil {
-		return "", err
+		return fail(err)
 	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return "", c.unavailable("discovery", 0, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", c.unavailable(fmt.Sprintf("discovery answered %d", resp.StatusCode), retryAfter(resp), nil)
-	}
-	var doc struct {
-		Issuer        string `json:"issuer"`
-		TokenEndpoint string `json:"token_endpoint"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&doc); err != nil {
-		return "", c.unavailable("discovery document is not JSON", 0, err)
-	}
-	if doc.Issuer != c.opts.Issuer {
-		return "", &RefusedError{Source: c.opts.Name, Code: "invalid_client",
-			Description: fmt.Sprintf("discovery document names issuer %q, configured %q", logSafe(doc.Issuer, 256), c.opts.Issuer)}
-	}
-	if _, err := url.ParseRequestURI(doc.TokenEndpoint); err != nil {
-		return "", c.unavailable("discovery document has no valid token_endpoint", 0, err)
-	}
-	return doc.TokenEndpoint, nil
+	return &idp{name: opts.Name, audienceParam: opts.AudienceParam, client: c}, nil
 }
 
-// setAudience adds the audience as the source is configured to send it.
-func (c *idp) setAudience(form url.Values, audience string) {
-	if audience == "" {
+// readCertificate reads the first PEM certificate in file.
+func readCertificate(file string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, errors.New("no PEM CERTIFICATE block found; give the certificate of the private key, in PEM")
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
+	}
+}
+
+// request posts a grant's form and maps the answer. callerToken says
+// whether form carries the caller's token, which decides what a refusal
+// of the grant means (see RefusedError).
+func (c *idp) request(ctx context.Context, form url.Values, callerToken bool) (*oauth.Token, error) {
+	tok, err := c.client.Token(ctx, form)
+	if err == nil {
+		return tok, nil
+	}
+	var (
+		oe *oauth.Error
+		ue *oauth.UnavailableError
+		me *oauth.MetadataError
+	)
+	switch {
+	case errors.As(err, &oe):
+		return nil, &RefusedError{Source: c.name, Code: oe.Code, Description: oe.Description, Status: oe.Status, CallerToken: callerToken}
+	case errors.As(err, &ue):
+		return nil, &UnavailableError{Source: c.name, Reason: ue.Reason, RetryAfter: ue.RetryAfter, Err: ue.Err}
+	case errors.As(err, &me):
+		return nil, &ConfigError{Source: c.name, Err: me}
+	}
+	return nil, &UnavailableError{Source: c.name, Reason: "token request failed", Err: err}
+}
+
+// setTarget adds the audience and scopes as the source sends them. With
+// AudienceParamScope (Microsoft Entra ID), the audience, without a
+// trailing slash, prefixes each scope, and stands alone as
+// <audience>/.default when there is none.
+func (c *idp) setTarget(form url.Values, audience string, scopes []string) {
+	if c.audienceParam == AudienceParamScope {
+		prefix := strings.TrimSuffix(audience, "/") + "/"
+		if len(scopes) == 0 {
+			form.Set("scope", prefix+".default")
+			return
+		}
+		qualified := make([]string, len(scopes))
+		for i, sc := range scopes {
+			qualified[i] = prefix + sc
+		}
+		form.Set("scope", strings.Join(qualified, " "))
 		return
 	}
-	switch c.opts.AudienceParam {
-	case "resource":
-		form.Set("resource", audience)
-	case "both":
-		form.Set("audience", audience)
-		form.Set("resource", audience)
-	default:
-		form.Set("audience", audience)
-	}
-}
-
-// post sends form to the token endpoint with client authentication and
-// reads the answer into a Token.
-func (c *idp) post(ctx context.Context, form url.Values) (Token, string, error) {
-	endpoint, err := c.tokenEndpoint(ctx)
-	if err != nil {
-		return Token{}, "", err
-	}
-	req, err := c.newRequest(ctx, endpoint, form)
-	if err != nil {
-		return Token{}, "", err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return Token{}, "", c.unavailable("token endpoint unreachable", 0, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return Token{}, "", c.unavailable("reading the answer", 0, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return Token{}, "", c.failure(resp, body)
-	}
-	return c.parse(body)
-}
-
-func (c *idp) newRequest(ctx context.Context, endpoint string, form url.Values) (*http.Request, error) {
-	switch c.opts.ClientAuth {
-	case AuthPost:
-		form.Set("client_id", c.opts.ClientID)
-		form.Set("client_secret", c.opts.ClientSecret)
-	case AuthPrivateKeyJWT:
-		assertion, err := c.clientAssertion(endpoint)
-		if err != nil {
-			return nil, err
+	if audience != "" {
+		switch c.audienceParam {
+		case AudienceParamResource:
+			form.Set("resource", audience)
+		case AudienceParamBoth:
+			form.Set("audience", audience)
+			form.Set("resource", audience)
+		default:
+			form.Set("audience", audience)
 		}
-		form.Set("client_id", c.opts.ClientID)
-		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-		form.Set("client_assertion", assertion)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, fmt.Errorf("token source %q: %w", c.opts.Name, err)
+	if len(scopes) > 0 {
+		form.Set("scope", strings.Join(scopes, " "))
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if c.opts.ClientAuth == AuthBasic {
-		// RFC 6749 §2.3.1: both are form-encoded before Basic encoding.
-		req.SetBasicAuth(url.QueryEscape(c.opts.ClientID), url.QueryEscape(c.opts.ClientSecret))
-	}
-	return req, nil
 }
 
-// clientAssertion is an RFC 7523 §3 JWT authenticating audgate.
-func (c *idp) clientAssertion(endpoint string) (string, error) {
-	now := c.opts.Now()
-	var jti [16]byte
-	if _, err := rand.Read(jti[:]); err != nil {
-		return "", err
-	}
-	aud := c.opts.AssertionAudience
-	if aud == "" {
-		aud = endpoint
-	}
-	payload, err := json.Marshal(map[string]any{
-		"iss": c.opts.ClientID, "sub": c.opts.ClientID, "aud": aud,
-		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
-		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
-	})
-	if err != nil {
-		return "", err
-	}
-	alg, err := assertionAlg(c.key)
-	if err != nil {
-		return "", fmt.Errorf("token source %q: %w", c.opts.Name, err)
-	}
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.KeyIDKey, c.key.KeyID())
-	_ = hdr.Set(jws.TypeKey, "JWT")
-	signed, err := jws.Sign(payload, jws.WithKey(alg, c.key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		return "", fmt.Errorf("token source %q: sign client assertion: %w", c.opts.Name, err)
-	}
-	return string(signed), nil
-}
-
-// assertionAlg picks the signing algorithm for a client key: RS256 for
-// RSA, ES256/ES384/ES512 by curve, EdDSA for Ed25519.
-func assertionAlg(k jwk.Key) (jwa.SignatureAlgorithm, error) {
-	var raw any
-	if err := k.Raw(&raw); err != nil {
-		return "", err
-	}
-	switch key := raw.(type) {
-	case *rsa.PrivateKey:
-		return jwa.RS256, nil
-	case *ecdsa.PrivateKey:
-		switch key.Curve {
-		case elliptic.P256():
-			return jwa.ES256, nil
-		case elliptic.P384():
-			return jwa.ES384, nil
-		case elliptic.P521():
-			return jwa.ES512, nil
-		}
-	case ed25519.PrivateKey:
-		return jwa.EdDSA, nil
-	}
-	return "", fmt.Errorf("private_key_file: unsupported key %T for a client assertion", raw)
-}
-
-// tokenResponse is RFC 6749 §5.1 with RFC 8693 §2.2.1's additions.
-type tokenResponse struct {
-	AccessToken     string          `json:"access_token"`
-	TokenType       string          `json:"token_type"`
-	ExpiresIn       json.RawMessage `json:"expires_in"`
-	Scope           string          `json:"scope"`
-	IssuedTokenType string          `json:"issued_token_type"`
-}
-
-// parse reads a successful answer. It returns the token and the issued
-// token type.
-func (c *idp) parse(body []byte) (Token, string, error) {
-	var tr tokenResponse
-	if err := json.Unmarshal(body, &tr); err != nil {
-		return Token{}, "", c.unavailable("the answer is not a JSON token response", 0, err)
-	}
-	if tr.AccessToken == "" {
-		return Token{}, "", c.unavailable("the answer has no access_token", 0, nil)
-	}
-	if tr.TokenType != "" && !strings.EqualFold(tr.TokenType, "Bearer") && !strings.EqualFold(tr.TokenType, "N_A") {
-		return Token{}, "", c.unavailable(fmt.Sprintf("token_type %q is not Bearer", tr.TokenType), 0, nil)
-	}
-	exp, err := c.expiry(tr.ExpiresIn)
-	if err != nil {
-		return Token{}, "", err
-	}
-	return Token{Value: tr.AccessToken, Expiry: exp}, tr.IssuedTokenType, nil
-}
-
-// expiry turns expires_in into a time. Absent: zero (the cache applies
-// default_ttl). Zero or negative: already expired, so the token serves
-// one request and is not cached. Huge: capped at a day.
-func (c *idp) expiry(raw json.RawMessage) (time.Time, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return time.Time{}, nil
-	}
-	s := strings.Trim(string(raw), `"`) // some IdPs send it as a string
-	secs, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
-		return time.Time{}, c.unavailable(fmt.Sprintf("expires_in %s is not a number", raw), 0, nil)
-	}
-	now := c.opts.Now()
-	switch {
-	case secs <= 0:
-		return now, nil
-	case secs >= maxExpiresIn.Seconds():
-		return now.Add(maxExpiresIn), nil
-	}
-	return now.Add(time.Duration(secs * float64(time.Second))), nil
-}
-
-// failure turns a non-200 answer into a *RefusedError (an OAuth error
-// code, RFC 6749 §5.2) or an *UnavailableError.
-func (c *idp) failure(resp *http.Response, body []byte) error {
-	ra := retryAfter(resp)
-	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		return c.unavailable(fmt.Sprintf("token endpoint answered %d", resp.StatusCode), ra, nil)
-	}
-	var oe struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description"`
-	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "application/x-www-form-urlencoded" {
-		v, _ := url.ParseQuery(string(body))
-		oe.Error, oe.ErrorDescription = v.Get("error"), v.Get("error_description")
-	} else {
-		_ = json.Unmarshal(body, &oe)
-	}
-	if oe.Error == "" {
-		return c.unavailable(fmt.Sprintf("token endpoint answered %d without an OAuth error", resp.StatusCode), ra, nil)
-	}
-	return &RefusedError{Source: c.opts.Name, Code: logSafe(oe.Error, 64), Description: logSafe(oe.ErrorDescription, 256), Status: resp.StatusCode}
-}
-
-// logSafe bounds text from an identity provider that goes to logs: at
-// most max bytes, control characters replaced.
-func logSafe(s string, max int) string {
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
-
-func (c *idp) unavailable(reason string, after time.Duration, err error) error {
-	return &UnavailableError{Source: c.opts.Name, Reason: reason, RetryAfter: after, Err: err}
-}
-
-// retryAfterOf is retryAfter for a response that may be nil.
-func retryAfterOf(resp *http.Response) time.Duration {
-	if resp == nil {
-		return 0
-	}
-	return retryAfter(resp)
-}
-
-// retryAfter reads a Retry-After header given in seconds.
-func retryAfter(resp *http.Response) time.Duration {
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 && s < 3600 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
-}
+// token turns an answer into a Token.
+func token(t *oauth.Token) Token { return Token{Value: t.AccessToken, Expiry: t.Expiry} }
 
 // RefusedError is an identity provider's OAuth error answer (RFC 6749
 // §5.2, RFC 8693 §2.2.2): it understood the request and said no.
@@ -425,6 +214,11 @@ type RefusedError struct {
 	Code        string // e.g. invalid_grant, invalid_target
 	Description string // the IdP's error_description, for logs
 	Status      int    // the HTTP status of the answer
+	// CallerToken says whether the refused request carried the caller's
+	// token (token exchange, jwt-bearer). Only then can invalid_grant or
+	// invalid_request be about the caller; without it (client
+	// credentials), they mean audgate's own request is wrong.
+	CallerToken bool
 }
 
 func (e *RefusedError) Error() string {
@@ -453,6 +247,20 @@ func (e *UnavailableError) Error() string {
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// ConfigError means the identity provider's published metadata
+// contradicts the source's configuration (another issuer, no token
+// endpoint): only the operator can fix it.
+type ConfigError struct {
+	Source string
+	Err    error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("token source %q: misconfigured: %v", e.Source, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // IsRefusal reports whether err is an identity provider's refusal.
 func IsRefusal(err error) bool {

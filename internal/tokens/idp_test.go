@@ -19,6 +19,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/audgate/audgate/internal/oauth"
 )
 
 // wireIdP is a token endpoint that records each request and answers with
@@ -99,7 +101,7 @@ func TestExchangeWire(t *testing.T) {
 		{
 			name: "post auth, resource, actor",
 			opts: func(o *ExchangeOptions) {
-				o.ClientAuth, o.AudienceParam = AuthPost, "resource"
+				o.ClientAuth, o.AudienceParam = oauth.AuthPost, "resource"
 				o.ActorToken = "actor.jwt"
 			},
 			wantForm: url.Values{
@@ -187,7 +189,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 	idp := newWireIdP(t, 200, okBody)
 	clock := newClock()
 	src, err := NewTokenExchange(ExchangeOptions{IdPOptions: IdPOptions{Name: "idp", TokenEndpoint: idp.srv.URL + "/token",
-		ClientID: "audgate", ClientAuth: AuthPrivateKeyJWT, PrivateKeyFile: path, Now: clock.Now}})
+		ClientID: "audgate", ClientAuth: oauth.AuthPrivateKeyJWT, PrivateKeyFile: path, Now: clock.Now}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,13 +222,35 @@ func TestTokenEndpointDiscovery(t *testing.T) {
 	}
 	idp.last(t)
 	bad, _ := NewTokenExchange(ExchangeOptions{IdPOptions: IdPOptions{Name: "idp", Issuer: idp.srv.URL, ClientID: "c", ClientSecret: "s"}})
-	if _, err := bad.Token(context.Background(), exchangeReq()); err == nil || !strings.Contains(err.Error(), "names issuer") {
+	var ce *ConfigError
+	if _, err := bad.Token(context.Background(), exchangeReq()); !errors.As(err, &ce) || !strings.Contains(err.Error(), "does not equal the configured issuer") {
 		t.Errorf("issuer mismatch: err = %v", err)
 	}
 }
 
+// grants are the three IdP grants, and jwt-bearer in its On-Behalf-Of
+// form, built against one token endpoint: every answer must mean the same
+// to each of them.
+func grants(t *testing.T, endpoint string, now func() time.Time) map[string]Source {
+	t.Helper()
+	idp := IdPOptions{Name: "idp", TokenEndpoint: endpoint, ClientID: "c", ClientSecret: "s", Now: now}
+	ex, err1 := NewTokenExchange(ExchangeOptions{IdPOptions: idp})
+	jb, err2 := NewJWTBearer(JWTBearerOptions{IdPOptions: idp})
+	obo, err3 := NewJWTBearer(JWTBearerOptions{IdPOptions: idp, OnBehalfOf: true})
+	cc, err4 := NewClientCredentials(idp)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]Source{"token_exchange": ex, "jwt_bearer": jb, "on_behalf_of": obo, "client_credentials": cc}
+}
+
+// callerTokenGrants are the grants whose request carries the caller's token.
+var callerTokenGrants = map[string]bool{"token_exchange": true, "jwt_bearer": true, "on_behalf_of": true}
+
 func TestAnswers(t *testing.T) {
 	now := newClock()
+	const itt = `"issued_token_type":"` + TokenTypeAccessToken + `"`
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
 	tests := []struct {
 		name        string
 		status      int
@@ -238,56 +262,92 @@ func TestAnswers(t *testing.T) {
 		wantAfter   time.Duration
 	}{
 		{name: "expires_in 300", status: 200, body: okBody, wantExpiry: 300 * time.Second},
-		{name: "expires_in absent", status: 200, body: `{"access_token":"a","token_type":"Bearer","issued_token_type":"` + TokenTypeAccessToken + `"}`, wantExpiry: -1},
-		{name: "expires_in 0", status: 200, body: `{"access_token":"a","token_type":"bearer","expires_in":0,"issued_token_type":"` + TokenTypeAccessToken + `"}`, wantExpiry: 0},
-		{name: "expires_in negative", status: 200, body: `{"access_token":"a","expires_in":-30,"issued_token_type":"` + TokenTypeAccessToken + `"}`, wantExpiry: 0},
-		{name: "expires_in as a string", status: 200, body: `{"access_token":"a","expires_in":"120","issued_token_type":"` + TokenTypeAccessToken + `"}`, wantExpiry: 120 * time.Second},
-		{name: "expires_in 1e10", status: 200, body: `{"access_token":"a","expires_in":1e10,"issued_token_type":"` + TokenTypeAccessToken + `"}`, wantExpiry: 24 * time.Hour},
-		{name: "expires_in not a number", status: 200, body: `{"access_token":"a","expires_in":"soon","issued_token_type":"` + TokenTypeAccessToken + `"}`, wantUnavail: "not a number"},
+		{name: "expires_in absent", status: 200, body: `{"access_token":"a","token_type":"Bearer",` + itt + `}`, wantExpiry: -1},
+		{name: "expires_in 0", status: 200, body: `{"access_token":"a","token_type":"bearer","expires_in":0,` + itt + `}`, wantExpiry: 0},
+		{name: "expires_in negative", status: 200, body: `{"access_token":"a","expires_in":-30,` + itt + `}`, wantExpiry: 0},
+		{name: "expires_in as a string", status: 200, body: `{"access_token":"a","expires_in":"120",` + itt + `}`, wantExpiry: 120 * time.Second},
+		{name: "expires_in 1e10", status: 200, body: `{"access_token":"a","expires_in":1e10,` + itt + `}`, wantExpiry: 24 * time.Hour},
+		{name: "expires_in not a number", status: 200, body: `{"access_token":"a","expires_in":"soon",` + itt + `}`, wantUnavail: "not a number"},
+		{name: "token_type N_A", status: 200, body: `{"access_token":"a","token_type":"N_A","expires_in":60,` + itt + `}`, wantExpiry: 60 * time.Second},
+		{name: "DPoP token type", status: 200, body: `{"access_token":"a","token_type":"DPoP",` + itt + `}`, wantUnavail: "neither Bearer nor N_A"},
+		{name: "form-encoded success", status: 200, header: form, wantExpiry: 90 * time.Second,
+			body: "access_token=a&token_type=bearer&expires_in=90&issued_token_type=" + url.QueryEscape(TokenTypeAccessToken)},
+		{name: "JSON sent as text/plain", status: 200, header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body: okBody, wantExpiry: 300 * time.Second},
 		{name: "no access_token", status: 200, body: `{"token_type":"Bearer"}`, wantUnavail: "no access_token"},
 		{name: "malformed JSON", status: 200, body: `{"access_token":`, wantUnavail: "not a JSON"},
-		{name: "DPoP token type", status: 200, body: `{"access_token":"a","token_type":"DPoP","issued_token_type":"` + TokenTypeAccessToken + `"}`, wantUnavail: "not Bearer"},
-		{name: "no issued_token_type", status: 200, body: `{"access_token":"a","token_type":"Bearer"}`, wantUnavail: "issued_token_type"},
-		{name: "refresh token issued", status: 200, body: `{"access_token":"a","issued_token_type":"urn:ietf:params:oauth:token-type:refresh_token"}`, wantUnavail: "issued_token_type"},
+		{name: "access_token not a string", status: 200, body: `{"access_token":7}`, wantUnavail: "not a JSON"},
+		{name: "200 carrying an error", status: 200, body: `{"error":"invalid_scope","error_description":"no"}`, wantCode: "invalid_scope"},
+		{name: "form-encoded 200 carrying an error", status: 200, header: form, body: `error=access_denied`, wantCode: "access_denied"},
 		{name: "invalid_grant", status: 400, body: `{"error":"invalid_grant","error_description":"subject token expired"}`, wantCode: "invalid_grant"},
+		{name: "invalid_request", status: 400, body: `{"error":"invalid_request"}`, wantCode: "invalid_request"},
 		{name: "invalid_target", status: 400, body: `{"error":"invalid_target"}`, wantCode: "invalid_target"},
 		{name: "invalid_client", status: 401, body: `{"error":"invalid_client"}`, wantCode: "invalid_client"},
-		{name: "form-encoded error", status: 400, body: `error=access_denied`, header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, wantCode: "access_denied"},
+		{name: "form-encoded error", status: 400, header: form, body: `error=access_denied`, wantCode: "access_denied"},
+		{name: "temporarily_unavailable", status: 400, body: `{"error":"temporarily_unavailable"}`, wantUnavail: "temporarily_unavailable"},
 		{name: "400 without an OAuth error", status: 400, body: `<html>bad</html>`, wantUnavail: "without an OAuth error"},
+		{name: "302", status: 302, body: ``, header: http.Header{"Location": {"/login"}}, wantUnavail: "answered 302"},
 		{name: "500", status: 500, body: `{"error":"server_error"}`, wantUnavail: "answered 500"},
 		{name: "429 with Retry-After", status: 429, body: ``, header: http.Header{"Retry-After": {"7"}}, wantUnavail: "answered 429", wantAfter: 7 * time.Second},
-		{name: "huge body", status: 200, body: `{"access_token":"` + strings.Repeat("a", 2<<20) + `"}`, wantUnavail: "not a JSON"},
+		{name: "503 with a Retry-After date", status: 503, body: ``, wantUnavail: "answered 503", wantAfter: 30 * time.Second,
+			header: http.Header{"Retry-After": {now.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat)}}},
+		{name: "huge body", status: 200, body: `{"access_token":"` + strings.Repeat("a", 2<<20) + `"}`, wantUnavail: "larger than"},
+	}
+	for _, tc := range tests {
+		idp := newWireIdP(t, tc.status, tc.body)
+		for k, v := range tc.header {
+			idp.header[k] = v
+		}
+		for grant, src := range grants(t, idp.srv.URL+"/token", now.Now) {
+			t.Run(tc.name+"/"+grant, func(t *testing.T) {
+				tok, err := src.Token(context.Background(), exchangeReq())
+				var re *RefusedError
+				var ue *UnavailableError
+				switch {
+				case tc.wantCode != "":
+					if !errors.As(err, &re) || re.Code != tc.wantCode {
+						t.Fatalf("err = %v, want refusal %s", err, tc.wantCode)
+					}
+					if re.CallerToken != callerTokenGrants[grant] {
+						t.Errorf("CallerToken = %v for %s", re.CallerToken, grant)
+					}
+				case tc.wantUnavail != "":
+					if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantUnavail) || ue.RetryAfter != tc.wantAfter {
+						t.Fatalf("err = %v, want unavailable %q (retry after %v)", err, tc.wantUnavail, tc.wantAfter)
+					}
+				default:
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := now.Now().Add(tc.wantExpiry)
+					if tc.wantExpiry < 0 {
+						want = time.Time{}
+					}
+					if tok.Value != "a" && tok.Value != "downstream" || !tok.Expiry.Equal(want) {
+						t.Errorf("token %q expiry %v, want expiry %v", tok.Value, tok.Expiry, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestExchangeIssuedTokenType: RFC 8693 §2.2.1 requires issued_token_type,
+// and it must be what was asked for (a JWT counts as an access token).
+func TestExchangeIssuedTokenType(t *testing.T) {
+	tests := []struct{ name, body, wantErr string }{
+		{name: "access token", body: `{"access_token":"a","issued_token_type":"` + TokenTypeAccessToken + `"}`},
+		{name: "a JWT", body: `{"access_token":"a","issued_token_type":"` + TokenTypeJWT + `"}`},
+		{name: "absent", body: `{"access_token":"a","token_type":"Bearer"}`, wantErr: "no issued_token_type"},
+		{name: "refresh token", body: `{"access_token":"a","issued_token_type":"urn:ietf:params:oauth:token-type:refresh_token"}`, wantErr: "issued_token_type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			idp := newWireIdP(t, tc.status, tc.body)
-			for k, v := range tc.header {
-				idp.header[k] = v
-			}
-			src, _ := NewTokenExchange(ExchangeOptions{IdPOptions: IdPOptions{Name: "idp", TokenEndpoint: idp.srv.URL + "/token", ClientID: "c", ClientSecret: "s", Now: now.Now}})
-			tok, err := src.Token(context.Background(), exchangeReq())
-			var re *RefusedError
+			idp := newWireIdP(t, 200, tc.body)
+			src := grants(t, idp.srv.URL+"/token", time.Now)["token_exchange"]
+			_, err := src.Token(context.Background(), exchangeReq())
 			var ue *UnavailableError
-			switch {
-			case tc.wantCode != "":
-				if !errors.As(err, &re) || re.Code != tc.wantCode {
-					t.Fatalf("err = %v, want refusal %s", err, tc.wantCode)
-				}
-			case tc.wantUnavail != "":
-				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantUnavail) || ue.RetryAfter != tc.wantAfter {
-					t.Fatalf("err = %v, want unavailable %q (retry after %v)", err, tc.wantUnavail, tc.wantAfter)
-				}
-			default:
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := now.Now().Add(tc.wantExpiry)
-				if tc.wantExpiry < 0 {
-					want = time.Time{}
-				}
-				if !tok.Expiry.Equal(want) {
-					t.Errorf("expiry = %v, want %v", tok.Expiry, want)
-				}
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("err = %v, want %q", err, tc.wantErr)
 			}
 		})
 	}
@@ -296,7 +356,7 @@ func TestAnswers(t *testing.T) {
 func TestJWTBearerWire(t *testing.T) {
 	idp := newWireIdP(t, 200, `{"access_token":"obo","token_type":"Bearer","expires_in":60}`)
 	src, err := NewJWTBearer(JWTBearerOptions{IdPOptions: IdPOptions{Name: "entra", TokenEndpoint: idp.srv.URL + "/token",
-		ClientID: "c", ClientSecret: "s", ClientAuth: AuthPost, AudienceParam: "scope"}, OnBehalfOf: true})
+		ClientID: "c", ClientSecret: "s", ClientAuth: oauth.AuthPost, AudienceParam: "scope"}, OnBehalfOf: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,14 +388,14 @@ func TestClientCredentialsWire(t *testing.T) {
 		wantForm url.Values
 		wantErr  string
 	}{
-		{name: "basic", status: 200, body: `{"access_token":"m2m","token_type":"Bearer","expires_in":3600}`, auth: AuthBasic,
+		{name: "basic", status: 200, body: `{"access_token":"m2m","token_type":"Bearer","expires_in":3600}`, auth: oauth.AuthBasic,
 			wantForm: url.Values{"grant_type": {"client_credentials"}, "audience": {"https://orders"}, "scope": {"orders:read orders:write"}}},
-		{name: "post", status: 200, body: `{"access_token":"m2m","token_type":"Bearer"}`, auth: AuthPost,
+		{name: "post", status: 200, body: `{"access_token":"m2m","token_type":"Bearer"}`, auth: oauth.AuthPost,
 			wantForm: url.Values{"grant_type": {"client_credentials"}, "audience": {"https://orders"}, "scope": {"orders:read orders:write"},
 				"client_id": {"m2m"}, "client_secret": {"secret"}}},
-		{name: "refused", status: 400, body: `{"error":"invalid_scope"}`, auth: AuthBasic, wantErr: "refused: invalid_scope"},
-		{name: "unavailable", status: 503, body: `{}`, auth: AuthBasic, wantErr: "answered 503"},
-		{name: "no access_token", status: 200, body: `{"token_type":"Bearer"}`, auth: AuthBasic, wantErr: "unavailable"},
+		{name: "refused", status: 400, body: `{"error":"invalid_scope"}`, auth: oauth.AuthBasic, wantErr: "refused: invalid_scope"},
+		{name: "unavailable", status: 503, body: `{}`, auth: oauth.AuthBasic, wantErr: "answered 503"},
+		{name: "no access_token", status: 200, body: `{"token_type":"Bearer"}`, auth: oauth.AuthBasic, wantErr: "unavailable"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -361,7 +421,7 @@ func TestClientCredentialsWire(t *testing.T) {
 			if strings.Contains(fmt.Sprint(form), "inbound.jwt.value") {
 				t.Error("client credentials sent the caller's token")
 			}
-			if (tc.auth == AuthBasic) != (authz == "Basic "+basic("m2m", "secret")) {
+			if (tc.auth == oauth.AuthBasic) != (authz == "Basic "+basic("m2m", "secret")) {
 				t.Errorf("Authorization = %q", authz)
 			}
 		})
@@ -407,7 +467,7 @@ func TestPrivateKeyJWTCurveAndAudience(t *testing.T) {
 	writePEM(t, path, key)
 	idp := newWireIdP(t, 200, `{"access_token":"m2m","token_type":"Bearer"}`)
 	src, err := NewClientCredentials(IdPOptions{Name: "zitadel", TokenEndpoint: idp.srv.URL + "/token", ClientID: "audgate",
-		ClientAuth: AuthPrivateKeyJWT, PrivateKeyFile: path, AssertionAudience: "https://zitadel.example.com"})
+		ClientAuth: oauth.AuthPrivateKeyJWT, PrivateKeyFile: path, AssertionAudience: "https://zitadel.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,11 @@ type JWTBearerOptions struct {
 }
 
 // JWTBearer presents the caller's token as an RFC 7523 §2.1 authorization
-// grant and gets a token for the upstream on the caller's behalf: the
-// grant Microsoft Entra ID's On-Behalf-Of flow and Ory Hydra use for
-// per-user downstream tokens.
+// grant and gets a token for the upstream on the caller's behalf, as
+// Microsoft Entra ID's On-Behalf-Of flow does. (Not every server that
+// implements this grant can do that: Ory Hydra accepts only assertions
+// from an issuer registered as trusted, with its token URL as aud and a
+// single-use jti, which a caller's access token is not.)
 type JWTBearer struct {
 	*idp
 	opts JWTBearerOptions
@@ -47,6 +49,9 @@ func (s *JWTBearer) Token(ctx context.Context, req *Request) (Token, error) {
 		form.Set("requested_token_use", "on_behalf_of")
 	}
 	s.setTarget(form, req.Audience, req.Scopes)
-	tok, _, err := s.post(ctx, form)
-	return tok, err
+	tok, err := s.request(ctx, form, true)
+	if err != nil {
+		return Token{}, err
+	}
+	return token(tok), nil
 }

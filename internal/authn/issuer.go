@@ -1,69 +1,62 @@
 package authn
 
 import (
-	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/audgate/audgate/internal/oauth"
 )
 
 const (
-	maxDocumentSize = 1 << 20 // discovery document or JWKS, in bytes
-	maxRetryDelay   = time.Minute
-	fetchTimeout    = 10 * time.Second
-	minRSABits      = 2048 // RFC 7518 §3.3
+	maxRetryDelay = time.Minute
+	fetchTimeout  = 10 * time.Second
+	minRSABits    = 2048 // RFC 7518 §3.3
 )
 
-// issuer is one trusted issuer: its rules and its keys. A jwk.Cache, one
-// per issuer so that its errors are known to be this issuer's, refreshes the
-// JWKS in the background; retries of the first fetch and unknown-kid
-// refetches fetch directly (see firstFetch). Either way the keys land,
-// ready for verification, in an atomic pointer: the hot path never waits
-// on a fetch in progress.
+// issuer is one trusted issuer: its rules and its keys. One function,
+// fetchKeys, fetches the JWKS, for the first fetch and its retries, for
+// the periodic refresh and for unknown-kid refetches alike; concurrent
+// callers share one fetch. The keys land, ready for verification, in an
+// atomic pointer: the hot path never waits on a fetch in progress.
 type issuer struct {
 	rules
 	cfg        IssuerConfig
 	client     *http.Client
+	discovery  *oauth.Discovery // nil when jwks_uri is configured
 	log        *slog.Logger
 	now        func() time.Time
 	refresh    time.Duration
 	minRefetch time.Duration
 	onFetch    func(error) // reports each JWKS fetch's result
+	tick       <-chan time.Time
 
-	// Set by start, then read-only. ctx is the Verifier's lifetime (New's
-	// ctx), not a request's: fetches run under it so that a caller that
-	// gives up does not cancel a fetch other callers wait for.
-	ctx   context.Context
-	cache *jwk.Cache
+	// ctx is the Verifier's lifetime (New's ctx), not a request's: fetches
+	// run under it, so that a caller that gives up does not cancel a fetch
+	// others wait for. Set by start.
+	ctx context.Context
 
-	jwksURI atomic.Pointer[string] // nil until known (configured or discovered)
 	keys    atomic.Pointer[keySet] // nil until the first successful fetch
+	fetches singleflight.Group
+	waiting atomic.Int64 // callers waiting for an unknown-kid refetch
 
 	mu      sync.Mutex
 	lastErr error        // of the latest fetch; nil after a success
 	lastRef time.Time    // start of the latest unknown-kid refetch
-	pending *refetchCall // the refetch in flight, shared by its waiters
-}
-
-type refetchCall struct {
-	done    chan struct{}
-	err     error
-	waiters int // callers waiting for it, under issuer.mu; for the log
+	pending *refetchCall // the unknown-kid refetch in flight
 }
 
 func newIssuer(ic IssuerConfig, o Options) (*issuer, error) {
@@ -71,15 +64,10 @@ func newIssuer(ic IssuerConfig, o Options) (*issuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkURL(ic.Issuer); err != nil {
+	if err := oauth.CheckURL(ic.Issuer); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	if ic.JWKSURI != "" {
-		if err := checkURL(ic.JWKSURI); err != nil {
-			return nil, fmt.Errorf("jwks_uri: %w", err)
-		}
-	}
-	return &issuer{
+	is := &issuer{
 		rules:      r,
 		cfg:        ic,
 		client:     o.HTTPClient,
@@ -87,206 +75,132 @@ func newIssuer(ic IssuerConfig, o Options) (*issuer, error) {
 		now:        o.Now,
 		refresh:    o.RefreshInterval,
 		minRefetch: o.MinRefetchInterval,
+		tick:       o.refreshTick,
 		onFetch: func(err error) {
 			if o.OnJWKSFetch != nil {
 				o.OnJWKSFetch(ic.Issuer, err)
 			}
 		},
-	}, nil
+	}
+	if ic.JWKSURI == "" {
+		is.discovery = oauth.NewDiscovery(ic.Issuer, o.HTTPClient)
+	} else if err := oauth.CheckURL(ic.JWKSURI); err != nil {
+		return nil, fmt.Errorf("jwks_uri: %w", err)
+	}
+	return is, nil
 }
 
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return err
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute http(s) URL", s)
-	}
-	return nil
-}
-
-// start creates the issuer's jwk.Cache and begins the first fetch in the
-// background.
+// start begins fetching the keys in the background, for ctx's lifetime.
 func (is *issuer) start(ctx context.Context) {
 	is.ctx = ctx
-	// httprc checks for due refreshes once per window and refuses a refresh
-	// interval shorter than the window.
-	window := min(is.refresh, time.Minute)
-	is.cache = jwk.NewCache(ctx, jwk.WithRefreshWindow(window), jwk.WithErrSink(errSink(is.backgroundError)))
-	go is.bootstrap(ctx)
+	go is.run(ctx)
 }
 
-// bootstrap fetches the keys until it succeeds once; from then on jwk.Cache
-// refreshes them. Retries back off from half a second to maxRetryDelay, so
-// a gateway that starts before its IdP is ready within a second of it, and
-// a down IdP is not hammered. (Only requests are limited by minRefetch:
-// this loop is not something a caller can trigger.)
-func (is *issuer) bootstrap(ctx context.Context) {
+// run fetches the keys until it succeeds once, then refreshes them every
+// refresh interval. First-fetch retries back off from half a second to
+// maxRetryDelay, so a gateway that starts before its IdP is ready within a
+// second of it, and a down IdP is not hammered. (Only requests are limited
+// by minRefetch: this loop is not something a caller can trigger.)
+func (is *issuer) run(ctx context.Context) {
 	delay := 500 * time.Millisecond
 	for {
-		err := is.firstFetch(ctx)
+		err := is.fetchKeys(ctx)
 		if err == nil {
 			is.log.Info("authn: issuer keys fetched", "keys", is.keys.Load().len())
-			return
+			break
 		}
-		is.setErr(err)
+		if is.keys.Load() != nil {
+			break // an unknown-kid refetch got them meanwhile
+		}
 		is.log.Warn("authn: issuer keys not available yet", "error", err, "retry_in", delay.String())
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
 		delay = min(delay*2, maxRetryDelay)
 	}
-}
-
-// firstFetch finds the JWKS URI (discovery), registers it with jwk.Cache
-// and fetches the keys. Only the first fetch goes through jwk.Cache: its
-// refresh cycle starts with a fetch of its own, but every fetch it makes
-// (Refresh included) schedules one more perpetual cycle. So retries, like
-// refetches, fetch directly.
-func (is *issuer) firstFetch(ctx context.Context) error {
-	if u := is.jwksURI.Load(); u != nil {
-		return is.fetchKeys(ctx, *u)
+	tick := is.tick
+	if tick == nil {
+		t := time.NewTicker(is.refresh)
+		defer t.Stop()
+		tick = t.C
 	}
-	uri := is.cfg.JWKSURI
-	if uri == "" {
-		var err error
-		if uri, err = is.discover(ctx); err != nil {
-			return err
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		}
+		if err := is.fetchKeys(ctx); err != nil {
+			is.log.Warn("authn: JWKS refresh failed; keeping the previous keys", "error", err)
 		}
 	}
-	if err := is.register(uri); err != nil {
-		return err
-	}
-	_, err := is.cache.Get(ctx, uri)
-	return err
 }
 
-// fetchKeys fetches and publishes the JWKS, outside jwk.Cache.
-func (is *issuer) fetchKeys(ctx context.Context, uri string) error {
-	body, err := is.get(ctx, uri)
-	if err != nil {
+// sleep waits for d or ctx, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// fetchKeys fetches the JWKS (finding its URI by discovery first, if it
+// is not configured) and publishes the keys. Concurrent callers share one
+// fetch, which runs under the issuer's lifetime and fetchTimeout; a
+// caller whose ctx ends stops waiting.
+func (is *issuer) fetchKeys(ctx context.Context) error {
+	ch := is.fetches.DoChan("", func() (any, error) {
+		fctx, cancel := context.WithTimeout(is.ctx, fetchTimeout)
+		defer cancel()
+		err := is.fetch(fctx)
+		is.setErr(err)
 		is.onFetch(err)
-		return err
+		return nil, err
+	})
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case r := <-ch:
+		return r.Err
+	}
+}
+
+func (is *issuer) fetch(ctx context.Context) error {
+	uri := is.cfg.JWKSURI
+	if is.discovery != nil {
+		doc, err := is.discovery.Metadata(ctx)
+		if err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+		if doc.JWKSURI == "" {
+			return fmt.Errorf("discovery: %s has no jwks_uri; configure jwks_uri", is.discovery.URL())
+		}
+		uri = doc.JWKSURI
+	}
+	body, err := oauth.GetJSON(ctx, is.client, uri)
+	if err != nil {
+		return fmt.Errorf("JWKS: %w", err)
 	}
 	set, err := jwk.Parse(body)
 	if err != nil {
-		err = fmt.Errorf("JWKS %s: %w", uri, err)
-		is.onFetch(err)
-		return err
+		return fmt.Errorf("JWKS %s: %w", uri, err)
 	}
-	_, err = is.postFetch(uri, set)
-	return err
-}
-
-func (is *issuer) register(uri string) error {
-	err := is.cache.Register(uri,
-		jwk.WithRefreshInterval(is.refresh),
-		jwk.WithHTTPClient(getter{is}),
-		jwk.WithPostFetcher(jwk.PostFetchFunc(is.postFetch)))
-	if err != nil {
-		return fmt.Errorf("jwks_uri %q: %w", uri, err)
-	}
-	is.jwksURI.Store(&uri)
+	ks := newKeySet(set, is.keys.Load(), is.log)
+	is.keys.Store(ks)
+	is.log.Debug("authn: JWKS fetched", "keys", ks.len(), "epoch", ks.epoch)
 	return nil
 }
 
-// discover reads jwks_uri from the OpenID Connect discovery document
-// (OpenID Connect Discovery 1.0 §4; RFC 8414 §3 for OAuth servers), whose
-// issuer must be ours exactly (§4.3): else a document could redirect us to
-// someone else's keys.
-func (is *issuer) discover(ctx context.Context) (string, error) {
-	u := strings.TrimSuffix(is.cfg.Issuer, "/") + "/.well-known/openid-configuration"
-	body, err := is.get(ctx, u)
-	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
+// keysEpoch returns the current key set's epoch.
+func (is *issuer) keysEpoch() uint64 {
+	if ks := is.keys.Load(); ks != nil {
+		return ks.epoch
 	}
-	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return "", fmt.Errorf("discovery: %s: %w", u, err)
-	}
-	if doc.Issuer != is.cfg.Issuer {
-		return "", fmt.Errorf("discovery: %s: issuer %q does not equal the configured issuer %q", u, doc.Issuer, is.cfg.Issuer)
-	}
-	if err := checkURL(doc.JWKSURI); err != nil {
-		return "", fmt.Errorf("discovery: %s: jwks_uri: %w", u, err)
-	}
-	return doc.JWKSURI, nil
-}
-
-// get fetches a small JSON document: 200 only, at most maxDocumentSize,
-// within fetchTimeout even if the HTTPClient has no timeout, since callers
-// with an unknown kid may be waiting for it.
-func (is *issuer) get(ctx context.Context, u string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	res, err := is.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", u, res.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxDocumentSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	if len(body) > maxDocumentSize {
-		return nil, fmt.Errorf("GET %s: larger than %d bytes", u, maxDocumentSize)
-	}
-	return body, nil
-}
-
-// getter is jwk.Cache's HTTP client: it applies get's limits and the
-// Verifier's lifetime context, which httprc's Get(url) cannot carry.
-type getter struct{ is *issuer }
-
-func (g getter) Get(u string) (*http.Response, error) {
-	body, err := g.is.get(g.is.ctx, u)
-	if err != nil {
-		return nil, err
-	}
-	return &http.Response{
-		StatusCode: http.StatusOK,
-		Status:     "200 OK",
-		Header:     http.Header{},
-		Body:       io.NopCloser(bytes.NewReader(body)),
-	}, nil
-}
-
-// errSink receives jwk.Cache's background refresh errors.
-type errSink func(error)
-
-func (f errSink) Error(err error) { f(err) }
-
-func (is *issuer) backgroundError(err error) {
-	is.onFetch(err)
-	is.setErr(err)
-	is.log.Warn("authn: JWKS refresh failed; keeping the previous keys", "error", err)
-}
-
-// postFetch runs after every successful fetch and parse of the JWKS, by
-// jwk.Cache or by fetchKeys: it publishes the new keys.
-func (is *issuer) postFetch(_ string, set jwk.Set) (jwk.Set, error) {
-	ks := newKeySet(set, is.log)
-	is.keys.Store(ks)
-	is.setErr(nil)
-	is.onFetch(nil)
-	is.log.Debug("authn: JWKS fetched", "keys", ks.len())
-	return set, nil
+	return 0
 }
 
 func (is *issuer) setErr(err error) {
@@ -316,40 +230,38 @@ var errRefetchLimited = errors.New("refetch rate-limited")
 
 // verifySignature checks the token's signature with the issuer's key for its
 // kid, or without a kid with each key that fits the alg. A kid we do not
-// know may be a rotated key: refetch, then try again once.
-func (is *issuer) verifySignature(ctx context.Context, t *token) error {
+// know may be a rotated key: refetch, then try again once. It returns the
+// key set that verified the token.
+func (is *issuer) verifySignature(ctx context.Context, t *token) (*keySet, error) {
 	ks := is.keys.Load()
 	if ks == nil {
-		return is.keysUnavailable(is.fetchErr())
+		return nil, is.keysUnavailable(is.fetchErr())
 	}
 	jv := is.algs[t.alg]
 	retry, err := ks.verify(jv, t)
 	if !retry {
-		return err
+		return ks, err
 	}
 	if rerr := is.refetch(ctx); rerr != nil && !errors.Is(rerr, errRefetchLimited) {
-		return is.keysUnavailable(rerr)
+		return nil, is.keysUnavailable(rerr)
 	}
 	if fresh := is.keys.Load(); fresh != ks {
 		if retry, err = fresh.verify(jv, t); !retry {
-			return err
+			return fresh, err
 		}
 	}
 	if ferr := is.fetchErr(); ferr != nil {
-		return is.keysUnavailable(ferr) // not found, maybe only because fetching fails
+		return nil, is.keysUnavailable(ferr) // not found, maybe only because fetching fails
 	}
-	return err
+	return nil, err
 }
 
 // refetch refreshes the JWKS for a token whose key we lack. An attacker can
 // send endless unknown kids, so at most one refetch starts per minRefetch,
-// and callers that arrive while it runs wait for that one. It runs under
-// the Verifier's context: a caller that gives up leaves it to the others.
+// and callers that arrive while it runs wait for that one. It fetches
+// under the issuer's lifetime: a caller that gives up leaves it to the
+// others.
 func (is *issuer) refetch(ctx context.Context) error {
-	uri := is.jwksURI.Load()
-	if uri == nil {
-		return errRefetchLimited
-	}
 	is.mu.Lock()
 	c := is.pending
 	if c == nil {
@@ -361,10 +273,11 @@ func (is *issuer) refetch(ctx context.Context) error {
 		is.lastRef = now
 		c = &refetchCall{done: make(chan struct{})}
 		is.pending = c
-		go is.runRefetch(c, *uri)
+		go is.runRefetch(c)
 	}
-	c.waiters++
 	is.mu.Unlock()
+	is.waiting.Add(1)
+	defer is.waiting.Add(-1)
 	select {
 	case <-c.done:
 		return c.err
@@ -373,29 +286,36 @@ func (is *issuer) refetch(ctx context.Context) error {
 	}
 }
 
-func (is *issuer) runRefetch(c *refetchCall, uri string) {
-	err := is.fetchKeys(is.ctx, uri)
-	if err != nil {
-		is.setErr(err)
-	}
+// refetchCall is one unknown-kid refetch, shared by its waiters.
+type refetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+func (is *issuer) runRefetch(c *refetchCall) {
+	c.err = is.fetchKeys(is.ctx)
 	is.mu.Lock()
 	is.pending = nil
-	c.err = err
-	waiters := c.waiters
 	is.mu.Unlock()
 	close(c.done)
-	if err != nil {
-		is.log.Warn("authn: JWKS refetch for an unknown kid failed", "error", err, "waiters", waiters)
+	if c.err != nil {
+		is.log.Warn("authn: JWKS refetch for an unknown kid failed", "error", c.err, "waiters", is.waiting.Load())
 		return
 	}
-	is.log.Info("authn: JWKS refetched for an unknown kid", "waiters", waiters, "keys", is.keys.Load().len())
+	is.log.Info("authn: JWKS refetched for an unknown kid", "waiters", is.waiting.Load(), "keys", is.keys.Load().len())
 }
 
 // keySet is a fetched JWKS prepared for verification: public keys in their
 // crypto form, so that no JWK conversion happens per token. Read-only.
+//
+// epoch counts the fetches that removed a key: a token verified with a set
+// of an earlier epoch may have been verified with a key the issuer has
+// since withdrawn (perhaps because it leaked), so the verified-token cache
+// serves it only while the epoch is unchanged.
 type keySet struct {
 	byKid map[string][]publicKey
 	all   []publicKey
+	epoch uint64
 }
 
 type publicKey struct {
@@ -407,7 +327,8 @@ type publicKey struct {
 
 func (ks *keySet) len() int { return len(ks.all) }
 
-func newKeySet(set jwk.Set, log *slog.Logger) *keySet {
+// newKeySet prepares set; prev is the set it replaces, nil for the first.
+func newKeySet(set jwk.Set, prev *keySet, log *slog.Logger) *keySet {
 	ks := &keySet{byKid: make(map[string][]publicKey, set.Len())}
 	for i := range set.Len() {
 		k, _ := set.Key(i)
@@ -421,7 +342,27 @@ func newKeySet(set jwk.Set, log *slog.Logger) *keySet {
 			ks.byKid[pk.kid] = append(ks.byKid[pk.kid], pk)
 		}
 	}
+	if prev != nil {
+		ks.epoch = prev.epoch
+		for _, old := range prev.all {
+			if !ks.has(old) {
+				ks.epoch++
+				log.Warn("authn: a key was removed from the issuer's JWKS; tokens it verified are checked again", "kid", old.kid)
+				break
+			}
+		}
+	}
 	return ks
+}
+
+// has reports whether ks holds pk: the same kid, alg and public key.
+func (ks *keySet) has(pk publicKey) bool {
+	for _, k := range ks.all {
+		if k.kid == pk.kid && k.alg == pk.alg && k.key.(interface{ Equal(crypto.PublicKey) bool }).Equal(pk.key) {
+			return true
+		}
+	}
+	return false
 }
 
 // preparePublicKey keeps only public signature keys of a supported type:

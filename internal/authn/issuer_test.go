@@ -125,15 +125,7 @@ func TestConcurrentUnknownKidCallersShareOneRefetch(t *testing.T) {
 
 // waiters counts the goroutines blocked in a refetch of v's only issuer,
 // as counted by refetch.
-func waiters(v *Verifier) int {
-	is := v.order[0]
-	is.mu.Lock()
-	defer is.mu.Unlock()
-	if is.pending == nil {
-		return 0
-	}
-	return is.pending.waiters
-}
+func waiters(v *Verifier) int { return int(v.order[0].waiting.Load()) }
 
 func TestKeysUnavailable(t *testing.T) {
 	t.Run("never fetched", func(t *testing.T) {
@@ -244,27 +236,104 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 	}
 }
 
-// jwk.Cache (httprc v1) schedules a new, perpetual refresh cycle after every
-// fetch it makes, Refresh included: refetches must not multiply the
-// background refreshes.
-func TestRefetchesDoNotMultiplyBackgroundRefreshes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for background refreshes")
+// tickedOptions replaces the refresh ticker with a channel the test
+// drives, and reports each fetch's result on fetched.
+func tickedOptions(opts Options) (o Options, tick chan time.Time, fetched chan error) {
+	tick, fetched = make(chan time.Time), make(chan error, 100)
+	opts.refreshTick = tick
+	opts.OnJWKSFetch = func(_ string, err error) { fetched <- err }
+	return opts, tick, fetched
+}
+
+// refresh makes the background loop refresh once and waits for the result.
+// Results of earlier fetches (unknown-kid refetches) are dropped first.
+func refresh(tick chan time.Time, fetched chan error) error {
+	for len(fetched) > 0 {
+		<-fetched
 	}
+	tick <- time.Now()
+	return <-fetched
+}
+
+// TestBackgroundRefresh: one fetch per refresh, and unknown-kid refetches
+// do not add refreshes of their own.
+func TestBackgroundRefresh(t *testing.T) {
 	idp := newTestIdP(t, key("rsa1"))
 	clock := newTestClock()
-	opts := testOptions(idp, clock)
-	opts.RefreshInterval = time.Second
+	opts, tick, fetched := tickedOptions(testOptions(idp, clock))
 	v := newTestVerifier(t, opts)
-	for i := range 5 {
+	<-fetched // the first fetch
+	for i := range 3 {
 		clock.Add(opts.MinRefetchInterval)
 		_, _ = v.Verify(context.Background(), unknownKidToken(idp.URL, i))
+		<-fetched
 	}
 	start := idp.jwksHits.Load()
-	time.Sleep(3500 * time.Millisecond)
-	// One cycle refreshes every 1–2s (httprc checks once per second).
-	if got := idp.jwksHits.Load() - start; got < 1 || got > 3 {
-		t.Errorf("background JWKS requests in 3.5s: got %d, want 1 to 3", got)
+	for range 3 {
+		if err := refresh(tick, fetched); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := idp.jwksHits.Load() - start; got != 3 {
+		t.Errorf("JWKS requests for 3 refreshes: got %d, want 3", got)
+	}
+	select {
+	case err := <-fetched:
+		t.Errorf("a fetch nobody asked for (%v)", err)
+	default:
+	}
+}
+
+// TestRemovedKeyRevokesCachedTokens: a token verified with a key the
+// issuer later withdraws (a leaked key, say) is refused on its next use,
+// whatever exp it claims; tokens of the keys that remain keep working.
+func TestRemovedKeyRevokesCachedTokens(t *testing.T) {
+	idp := newTestIdP(t, key("rsa1"), key("rsa2"))
+	opts, tick, fetched := tickedOptions(testOptions(idp, newTestClock()))
+	v := newTestVerifier(t, opts)
+	<-fetched
+	far := fields{"exp": 4102444800} // 2100
+	compromised := key("rsa2").sign(nil, claims(idp.URL).with(far))
+	kept := key("rsa1").sign(nil, claims(idp.URL).with(far))
+	ctx := context.Background()
+	for _, tok := range []string{compromised, kept} {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatalf("Verify before the removal: %v", err)
+		}
+	}
+	before, _ := v.Verify(ctx, kept)
+
+	// A refresh that only adds a key keeps what is cached.
+	idp.publish(key("rsa1"), key("rsa2"), key("ec1"))
+	if err := refresh(tick, fetched); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := v.Verify(ctx, kept); err != nil || p != before {
+		t.Fatalf("after a key was added: %v; served from the cache: %v", err, p == before)
+	}
+
+	idp.publish(key("rsa1"), key("ec1"))
+	if err := refresh(tick, fetched); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, compromised); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("the token of the removed key: got %v, want ErrInvalidToken", err)
+	}
+	if p, err := v.Verify(ctx, kept); err != nil || p == before {
+		t.Errorf("the token of a remaining key: %v; verified again: %v", err, p != before)
+	}
+	if _, err := v.Verify(ctx, compromised); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("the token of the removed key, again: got %v, want ErrInvalidToken", err)
+	}
+
+	// Another key published under a kept kid replaces it: the old key is
+	// gone as much as if its kid had gone.
+	idp.publish(key("evil").withKid("rsa1"), key("ec1"))
+	if err := refresh(tick, fetched); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, kept); reasonOf(err) != "signature invalid" {
+		t.Errorf("the token of a replaced key: got %v, want signature invalid", err)
 	}
 }
 
@@ -300,7 +369,7 @@ func TestKeySetKeepsOnlyPublicSignatureKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			set := jwk.NewSet()
 			must(set.AddKey(tc.key))
-			ks := newKeySet(set, discardLogger())
+			ks := newKeySet(set, nil, discardLogger())
 			if got := ks.len() == 1; got != tc.keep {
 				t.Errorf("kept: got %v, want %v", got, tc.keep)
 			}
@@ -314,16 +383,15 @@ func TestKeySetKeepsOnlyPublicSignatureKeys(t *testing.T) {
 }
 
 func TestBackgroundRefreshFailureKeepsKeys(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for a background refresh")
-	}
 	idp := newTestIdP(t, key("rsa1"))
-	opts := testOptions(idp, newTestClock())
-	opts.RefreshInterval = time.Second
+	opts, tick, fetched := tickedOptions(testOptions(idp, newTestClock()))
 	v := newTestVerifier(t, opts)
+	<-fetched
 
 	idp.down.Store(true)
-	waitFor(t, "a failed background refresh", func() bool { return v.order[0].fetchErr() != nil })
+	if err := refresh(tick, fetched); err == nil {
+		t.Fatal("a refresh from a down IdP succeeded")
+	}
 	if err := v.Ready(); err != nil {
 		t.Errorf("Ready after a failed refresh: got %v, want nil (keys were fetched once)", err)
 	}

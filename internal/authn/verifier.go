@@ -139,6 +139,9 @@ type Options struct {
 	// OnJWKSFetch, if set, is called after every fetch of an issuer's
 	// JWKS with its result, for metrics. It must not block.
 	OnJWKSFetch func(issuer string, err error)
+
+	// refreshTick, for tests, replaces the refresh ticker.
+	refreshTick <-chan time.Time
 }
 
 // Principal is a verified caller. Shared and read-only: never mutate one.
@@ -160,6 +163,11 @@ type Principal struct {
 	// verified token (the gateway keeps the policy's view of the token
 	// there), so cache hits do not rebuild it.
 	memo atomic.Pointer[any]
+
+	// verifiedBy is the issuer whose keys verified the token, and epoch
+	// the key-removal epoch of the set that did (see keySet).
+	verifiedBy *issuer
+	epoch      uint64
 }
 
 // Memo returns the value build derives from p, building it on first use.
@@ -284,7 +292,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	// every cache hit allocate.
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
 	now := v.now()
-	if p, ok := v.cache.get(&sum, now); ok {
+	// A cached token is served only while no key has left its issuer's
+	// JWKS since it was verified: one that has may be the key that
+	// signed it. Otherwise it is verified again, with the current keys.
+	if p, ok := v.cache.get(&sum, now); ok && p.verifiedBy.keysEpoch() == p.epoch {
 		return p, nil
 	}
 	p, err := v.verify(ctx, raw, now)
@@ -312,10 +323,16 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 	if err := is.checkHeader(tok); err != nil {
 		return nil, err
 	}
-	if err := is.verifySignature(ctx, tok); err != nil {
+	ks, err := is.verifySignature(ctx, tok)
+	if err != nil {
 		return nil, err
 	}
-	return is.principal(tok.claims, now)
+	p, err := is.principal(tok.claims, now)
+	if err != nil {
+		return nil, err
+	}
+	p.verifiedBy, p.epoch = is, ks.epoch
+	return p, nil
 }
 
 // token is a parsed, not yet verified, JWS compact serialization.

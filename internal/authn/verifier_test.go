@@ -258,7 +258,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{name: "no algorithms", opts: issuer(func(ic *IssuerConfig) { ic.Algorithms = nil }), wantErr: "algorithms: at least one"},
 		{name: "no audience", opts: issuer(func(ic *IssuerConfig) { ic.Audiences = nil }), wantErr: "audiences"},
 		{name: "no issuer", opts: issuer(func(ic *IssuerConfig) { ic.Issuer = "" }), wantErr: "issuer: required"},
-		{name: "issuer not a URL", opts: issuer(func(ic *IssuerConfig) { ic.Issuer = "idp" }), wantErr: "not an absolute http(s) URL"},
+		{name: "issuer not a URL", opts: issuer(func(ic *IssuerConfig) { ic.Issuer = "idp" }), wantErr: "not an absolute http or https URL"},
 		{name: "jwks_uri not a URL", opts: issuer(func(ic *IssuerConfig) { ic.JWKSURI = "file:///etc/keys" }), wantErr: "jwks_uri"},
 		{name: "negative leeway", opts: issuer(func(ic *IssuerConfig) { ic.Leeway = -time.Second }), wantErr: "leeway"},
 		{name: "duplicate issuer", opts: Options{Issuers: []IssuerConfig{good, good}}, wantErr: "listed twice"},

@@ -20,7 +20,6 @@ import (
 
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/devidp"
-	"github.com/audgate/audgate/internal/telemetry"
 )
 
 // devOptions are where `audgate dev` listens.
@@ -42,7 +41,7 @@ identity provider's users, clients and secrets are fixed and public.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log := telemetry.NewLogger(os.Stderr, slog.LevelInfo)
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			tuneGC(log)
 			return runDev(ctx, o, cmd.OutOrStdout(), log)
 		},

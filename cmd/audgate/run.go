@@ -16,7 +16,7 @@ import (
 
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/gateway"
-	"github.com/audgate/audgate/internal/telemetry"
+	"github.com/audgate/audgate/policies"
 )
 
 func newRunCmd() *cobra.Command {
@@ -32,7 +32,7 @@ func newRunCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log := telemetry.NewLogger(os.Stderr, slog.LevelInfo)
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			tuneGC(log)
 			return serve(ctx, cfg, log)
 		},
@@ -60,7 +60,7 @@ func tuneGC(log *slog.Logger) {
 // accepting, lets in-flight requests finish within server.shutdown_timeout,
 // and returns nil.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: log})
+	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: log, Policies: policies.FS})
 	if err != nil {
 		return err
 	}

@@ -208,16 +208,21 @@ func BenchmarkVerifyCacheMiss(b *testing.B) {
 	}
 }
 
-func TestPrincipalMemo(t *testing.T) {
+func TestAttachment(t *testing.T) {
 	p := &Principal{Subject: "alice"}
 	var builds int
-	build := func(p *Principal) any { builds++; return "view of " + p.Subject }
+	view := NewAttachment(func(p *Principal) string { builds++; return "view of " + p.Subject })
 	for range 3 {
-		if got := p.Memo(build); got != "view of alice" {
-			t.Fatalf("Memo = %v", got)
+		if got := view.Get(p); got != "view of alice" {
+			t.Fatalf("Get = %v", got)
 		}
 	}
 	if builds != 1 {
 		t.Errorf("built %d times, want once", builds)
+	}
+	// A second Attachment never sees the first one's value.
+	other := NewAttachment(func(p *Principal) int { return len(p.Subject) })
+	if got := other.Get(p); got != 5 {
+		t.Errorf("another Attachment: Get = %v, want 5", got)
 	}
 }

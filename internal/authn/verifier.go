@@ -159,27 +159,14 @@ type Principal struct {
 	// packages, so that they never need to keep the token itself.
 	TokenHash [32]byte
 
-	// memo is a value another stage derives from this principal once per
-	// verified token (the gateway keeps the policy's view of the token
-	// there), so cache hits do not rebuild it.
-	memo atomic.Pointer[any]
+	// attached is what another stage derives from this principal once per
+	// verified token (see Attachment), so cache hits do not rebuild it.
+	attached atomic.Pointer[attached]
 
 	// verifiedBy is the issuer whose keys verified the token, and epoch
 	// the key-removal epoch of the set that did (see keySet).
 	verifiedBy *issuer
 	epoch      uint64
-}
-
-// Memo returns the value build derives from p, building it on first use.
-// build must be a pure function of p; concurrent first callers may each
-// build it, and one result wins.
-func (p *Principal) Memo(build func(*Principal) any) any {
-	if v := p.memo.Load(); v != nil {
-		return *v
-	}
-	v := build(p)
-	p.memo.CompareAndSwap(nil, &v)
-	return *p.memo.Load()
 }
 
 // Verifier verifies access tokens. It is safe for concurrent use and
@@ -544,18 +531,39 @@ func (r *rules) principal(c map[string]any, now time.Time) (*Principal, error) {
 	if iss, _ := c["iss"].(string); iss != r.issuer {
 		return nil, invalid("issuer not trusted")
 	}
-	exp, err := r.checkTimes(c, now)
+	if _, err := r.checkTimes(c, now); err != nil {
+		return nil, err
+	}
+	p, err := claimsPrincipal(c)
 	if err != nil {
 		return nil, err
+	}
+	if !r.acceptsAudience(p.Audience) {
+		return nil, invalid("audience not accepted")
+	}
+	return p, nil
+}
+
+// claimsPrincipal maps a token's claims to a Principal: the rules that
+// Verify and ParseUnverified share. exp is required; a claim of the wrong
+// type refuses the token: the policy must never guess.
+func claimsPrincipal(c map[string]any) (*Principal, error) {
+	iss, _, err := optionalString(c, "iss")
+	if err != nil {
+		return nil, invalid(`claim "iss" has the wrong type`)
+	}
+	exp, ok, err := numericDate(c, "exp")
+	switch {
+	case err != nil:
+		return nil, invalid("exp claim invalid")
+	case !ok:
+		return nil, invalid("exp claim required")
 	}
 	aud, err := stringOrList(c, "aud")
 	if err != nil {
 		return nil, invalid(`claim "aud" has the wrong type`)
 	}
-	if !r.acceptsAudience(aud) {
-		return nil, invalid("audience not accepted")
-	}
-	p := &Principal{Issuer: r.issuer, Audience: aud, ExpiresAt: exp, Claims: c}
+	p := &Principal{Issuer: iss, Audience: aud, ExpiresAt: exp, Claims: c}
 	if err := fillIdentity(p, c); err != nil {
 		return nil, err
 	}

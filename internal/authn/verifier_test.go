@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -289,5 +290,71 @@ func TestNormalizeTyp(t *testing.T) {
 				t.Errorf("normalizeTyp(%q): got %q, want %q", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseUnverifiedSharesTheClaimRules: what Verify reads from a token's
+// claims, ParseUnverified reads the same way, and what Verify refuses for
+// a claim's type, ParseUnverified refuses too.
+func TestParseUnverifiedSharesTheClaimRules(t *testing.T) {
+	idp := newTestIdP(t, key("rsa1"))
+	clock := newTestClock()
+	v := newTestVerifier(t, testOptions(idp, clock))
+	tests := []struct {
+		name   string
+		claims fields
+	}{
+		{name: "plain", claims: fields{}},
+		{name: "fractional exp", claims: fields{"exp": json.Number(fmt.Sprintf("%d.75", t0.Add(time.Hour).Unix()))}},
+		{name: "scp array", claims: fields{"scope": nil, "scp": []string{"a", "b"}}},
+		{name: "scp string", claims: fields{"scope": nil, "scp": "a b"}},
+		{name: "azp for client_id", claims: fields{"client_id": nil, "azp": "web"}},
+		{name: "aud array", claims: fields{"aud": []string{testAudience, "other"}}},
+		{name: "scope an array", claims: fields{"scope": []string{"a"}}},
+		{name: "client_id a number", claims: fields{"client_id": 7}},
+		{name: "sub an object", claims: fields{"sub": fields{"id": 1}}},
+		{name: "exp a string", claims: fields{"exp": "tomorrow"}},
+		{name: "exp missing", claims: fields{"exp": nil}},
+		{name: "permissions an object", claims: fields{"permissions": fields{"x": "orders:read"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := claims(idp.URL).with(tc.claims)
+			tok := key("rsa1").sign(nil, c)
+			want, werr := v.Verify(context.Background(), tok)
+			got, gerr := ParseUnverified(tok)
+			if (werr == nil) != (gerr == nil) || werr != nil && reasonOf(werr) != reasonOf(gerr) {
+				t.Fatalf("Verify: %v; ParseUnverified: %v", werr, gerr)
+			}
+			payload, _ := json.Marshal(c)
+			fromClaims, cerr := ClaimsUnverified(payload)
+			if (werr == nil) != (cerr == nil) {
+				t.Fatalf("Verify: %v; ClaimsUnverified: %v", werr, cerr)
+			}
+			if werr != nil {
+				return
+			}
+			for _, p := range []*Principal{got, fromClaims} {
+				if p.Issuer != want.Issuer || p.Subject != want.Subject || p.ClientID != want.ClientID ||
+					fmt.Sprint(p.Audience) != fmt.Sprint(want.Audience) || fmt.Sprint(p.Scopes) != fmt.Sprint(want.Scopes) ||
+					!p.ExpiresAt.Equal(want.ExpiresAt) || fmt.Sprint(p.Claims) != fmt.Sprint(want.Claims) {
+					t.Errorf("unverified %+v\nverified %+v", p, want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseUnverifiedRefusesWhatVerifyRefusesByForm(t *testing.T) {
+	for name, raw := range map[string]string{
+		"alg none":  b64(fields{"alg": "none"}) + "." + b64(claims("https://idp")) + ".",
+		"crit":      b64(fields{"alg": "RS256", "crit": []string{"x"}}) + "." + b64(claims("https://idp")) + ".c2ln",
+		"JWE":       "a.b.c.d.e",
+		"JSON form": `{"payload":"x"}`,
+		"no iss":    b64(fields{"alg": "RS256"}) + "." + b64(claims("https://idp").with(fields{"iss": nil})) + ".c2ln",
+	} {
+		if _, err := ParseUnverified(raw); !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%s: err = %v, want ErrInvalidToken", name, err)
+		}
 	}
 }

@@ -230,12 +230,12 @@ func inboundAlgorithmProblem(a string) string {
 	case slices.Contains(inboundAlgorithms, a):
 		return ""
 	}
-	return unsupported(a, "is not a supported algorithm", inboundAlgorithms)
+	return notOneOf(a, "is not a supported algorithm", inboundAlgorithms)
 }
 
 // unsupported explains that s is not one of allowed, pointing out a name
 // that differs only in case: JOSE names are case-sensitive.
-func unsupported(s, what string, allowed []string) string {
+func notOneOf(s, what string, allowed []string) string {
 	msg := fmt.Sprintf("%q %s", s, what)
 	for _, a := range allowed {
 		if strings.EqualFold(a, s) {
@@ -293,7 +293,7 @@ func (v *validator) tokenSources(list []TokenSource) (names []string) {
 		case "":
 			v.add(p+".type", "empty; write one of: token_exchange, client_credentials, jwt_bearer, self_signed")
 		default:
-			v.add(p+".type", "%s", unsupported(ts.Type, "is not a token source type", []string{SourceTokenExchange, SourceClientCredentials, SourceJWTBearer, SourceSelfSigned}))
+			v.add(p+".type", "%s", notOneOf(ts.Type, "is not a token source type", []string{SourceTokenExchange, SourceClientCredentials, SourceJWTBearer, SourceSelfSigned}))
 		}
 		v.ignoredFields(p, ts)
 	}
@@ -337,10 +337,10 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 			v.add(p+".client_secret", "set, but client_auth is private_key_jwt, which never sends it; remove it")
 		}
 	default:
-		v.add(p+".client_auth", "%s", unsupported(ts.ClientAuth, "is not a client authentication method", oauth.AuthMethods()))
+		v.add(p+".client_auth", "%s", notOneOf(ts.ClientAuth, "is not a client authentication method", oauth.AuthMethods()))
 	}
 	if !slices.Contains(tokens.AudienceParams(), ts.AudienceParam) {
-		v.add(p+".audience_param", "%s", unsupported(ts.AudienceParam, "is not a way to send the audience", tokens.AudienceParams()))
+		v.add(p+".audience_param", "%s", notOneOf(ts.AudienceParam, "is not a way to send the audience", tokens.AudienceParams()))
 	}
 	for _, name := range slices.Sorted(maps.Keys(ts.ExtraParams)) {
 		switch {
@@ -374,7 +374,7 @@ func (v *validator) selfSigned(p string, ts *TokenSource) {
 		v.add(p+".issuer", "%s", msg)
 	}
 	if !slices.Contains(selfSignedAlgorithms, ts.Algorithm) {
-		v.add(p+".algorithm", "%s", unsupported(ts.Algorithm, "cannot sign self_signed tokens", selfSignedAlgorithms))
+		v.add(p+".algorithm", "%s", notOneOf(ts.Algorithm, "cannot sign self_signed tokens", selfSignedAlgorithms))
 	}
 	v.positive(p+".ttl", ts.TTL, "5m")
 }
@@ -530,10 +530,10 @@ func (v *validator) stripPrefix(p string, r *Route) {
 // overlaps refuses a route that matches a (path, method) pair an earlier
 // route already matches: which one Echo picks would be an accident.
 func (v *validator) overlaps(p string, earlier []Route, r *Route) {
-	key := routeKey(r.Path)
+	key := routeShape(r.Path)
 	for i := range earlier {
 		e := &earlier[i]
-		if routeKey(e.Path) != key {
+		if routeShape(e.Path) != key {
 			continue
 		}
 		if len(r.Methods) == 0 || len(e.Methods) == 0 {
@@ -548,9 +548,9 @@ func (v *validator) overlaps(p string, earlier []Route, r *Route) {
 	}
 }
 
-// routeKey reduces a path to what Echo matches: parameter names do not
+// routeShape reduces a path to what Echo matches: parameter names do not
 // matter, so /orders/:id and /orders/:oid are the same route.
-func routeKey(path string) string {
+func routeShape(path string) string {
 	segs := strings.Split(path, "/")
 	for i, s := range segs {
 		if strings.HasPrefix(s, ":") {

@@ -23,6 +23,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/audgate/audgate/internal/config"
+	"github.com/audgate/audgate/policies"
 )
 
 // testIssuer is a loopback OpenID issuer: discovery and JWKS over HTTP,
@@ -208,6 +209,7 @@ func newEnvWith(t testing.TB, edit func(yaml string) string, opts Options) *env 
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Logger = log
+	opts.Policies = policies.FS
 	e.gw, err = New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)

@@ -58,10 +58,10 @@ type errorBody struct {
 	RequestID        string `json:"request_id"`
 }
 
-// classify maps an error from any stage to its HTTP response. It is the
+// errorResponse maps an error from any stage to its HTTP response. It is the
 // only place that decides statuses for errors; anything it does not
 // recognise is a 500, so a new failure fails closed.
-func classify(err error) response {
+func errorResponse(err error) response {
 	var (
 		deny   *denyError
 		pathE  *pathError
@@ -198,7 +198,10 @@ func quoteSafe(s string) string {
 // log carries the full error chain; the response only the safe
 // description. Nothing is written if the response has started.
 func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	res := classify(err)
+	if dry := dryRunOf(r.Context()); dry != nil {
+		dry.err = err
+	}
+	res := errorResponse(err)
 	id := requestID(r)
 	path := r.URL.Path
 	if errors.Is(err, errTokenElsewhere) {

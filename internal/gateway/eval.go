@@ -2,123 +2,206 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
-	"strings"
-	"time"
+	"os"
 
-	"github.com/audgate/audgate/internal/authn"
+	"github.com/open-policy-agent/opa/v1/tester"
+
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/policy"
 	"github.com/audgate/audgate/internal/telemetry"
-	"github.com/audgate/audgate/internal/tokens"
 )
 
-// Eval runs the policy for one request as the gateway would, with claims
-// standing for the caller's verified token, and checks the decision
-// against the upstream's limits: the same path rules, stripped headers
-// and request ID as a real request. It proxies nothing and asks no token
-// source: it is for audgate eval. With trace set, the evaluation trace is
-// written to it.
-func (g *Gateway) Eval(ctx context.Context, method, target string, header http.Header, claims map[string]any, trace io.Writer) (*policy.Input, policy.Decision, error) {
-	if err := checkCanonical(requestPath(target)); err != nil {
-		return nil, policy.Decision{}, fmt.Errorf("path %q: %w", target, err)
-	}
-	r, err := http.NewRequestWithContext(ctx, method, target, nil)
-	if err != nil {
-		return nil, policy.Decision{}, err
-	}
-	r.RequestURI, r.RemoteAddr, r.Host = target, "127.0.0.1:0", "localhost"
-	for k, v := range header {
-		r.Header[k] = v
-	}
-	g.strip.strip(r.Header)
-	dropUnderscoreHeaders(r.Header)
-	r.Header.Set("X-Request-Id", g.ids.next(""))
-	c := g.echo.NewContext(r, nil)
-	g.echo.Router().Find(method, r.URL.Path, c)
-	rt, ok := g.routes[routeKey(method, c.Path())]
-	if !ok {
-		return nil, policy.Decision{}, fmt.Errorf("no route for %s %s", method, r.URL.Path)
-	}
-	in, err := g.input(c, rt, principalFromClaims(claims))
-	if err != nil {
-		return nil, policy.Decision{}, err
-	}
-	engine := g.policy.Load()
-	var d policy.Decision
-	if trace != nil {
-		d, err = engine.Explain(ctx, in, trace)
-	} else {
-		d, err = engine.Decide(ctx, in)
-	}
-	if err == nil {
-		err = d.Check(rt.upstream.limits)
-	}
-	return in, d, err
+// dryRun is a request that eval sends through the router and the stages:
+// the caller is read without verification, and the request stops after
+// the decision. It travels in the request's context.
+type dryRun struct {
+	claims []byte    // set: these claims stand for the caller's token
+	trace  io.Writer // set: the policy's evaluation trace goes here
+
+	// What the request came to.
+	input    *policy.Input
+	decision policy.Decision
+	decided  bool // the policy returned a decision (a deny included)
+	err      error
 }
 
-func routeKey(method, path string) string { return method + " " + path }
+type dryRunKey struct{}
 
-// principalFromClaims reads a token's claims as authn would, without
-// verifying anything.
-func principalFromClaims(claims map[string]any) *authn.Principal {
-	str := func(k string) string { s, _ := claims[k].(string); return s }
-	list := func(k string) []string {
-		switch v := claims[k].(type) {
-		case string:
-			return strings.Fields(v)
-		case []any:
-			out := []string{}
-			for _, e := range v {
-				if s, ok := e.(string); ok {
-					out = append(out, s)
-				}
+func dryRunOf(ctx context.Context) *dryRun {
+	d, _ := ctx.Value(dryRunKey{}).(*dryRun)
+	return d
+}
+
+func (d *dryRun) traceWriter() io.Writer {
+	if d == nil || d.trace == nil {
+		return nil
+	}
+	return d.trace
+}
+
+// EvalRequest is a request for Eval.
+type EvalRequest struct {
+	// Method and Target (path and query, as sent) are the request line.
+	Method, Target string
+	// Host is the Host header. Default: localhost.
+	Host string
+	// Header holds the request's headers, Authorization aside.
+	Header http.Header
+	// Token is the caller's token: it is read, NOT VERIFIED.
+	Token string
+	// Claims, when Token is empty, is a JSON object of claims that stands
+	// for the caller's token.
+	Claims []byte
+	// Trace, when set, receives the policy's evaluation trace.
+	Trace io.Writer
+}
+
+// Evaluation is what a request came to in Eval.
+type Evaluation struct {
+	// Input is the policy input; nil when the request ended before it
+	// (bad path, no route, token refused).
+	Input *policy.Input `json:"input,omitempty"`
+	// Decision is the policy's decision; nil when there was none.
+	Decision *policy.Decision `json:"decision,omitempty"`
+	// Status is what audgate run would answer, short of the token source
+	// and the upstream: 200 means allowed.
+	Status int `json:"status"`
+	// Error is what the caller would get when refused: the error code and
+	// its description.
+	Error string `json:"error,omitempty"`
+	// Cause is why, in full, as the gateway's log says it.
+	Cause string `json:"cause,omitempty"`
+}
+
+// placeholderToken stands in the Authorization header when claims stand
+// for the caller's token.
+const placeholderToken = "claims-given-not-a-token"
+
+// Eval sends req through the same router and stages as a served request,
+// up to and including the decision, and reports what it came to. The
+// caller's token is read, not verified; nothing is asked of a token source
+// or proxied. It is for audgate eval.
+func (g *Gateway) Eval(ctx context.Context, req EvalRequest) (*Evaluation, error) {
+	token := req.Token
+	dry := &dryRun{trace: req.Trace}
+	if token == "" {
+		if req.Claims == nil {
+			return nil, errors.New("eval: give a token or claims")
+		}
+		token, dry.claims = placeholderToken, req.Claims
+	}
+	r, err := http.NewRequestWithContext(context.WithValue(ctx, dryRunKey{}, dry), req.Method, "http://eval"+req.Target, nil)
+	if err != nil {
+		return nil, fmt.Errorf("eval: %w", err)
+	}
+	r.RequestURI, r.RemoteAddr, r.Host = req.Target, "127.0.0.1:0", req.Host
+	if r.Host == "" {
+		r.Host = "localhost"
+	}
+	for k, v := range req.Header {
+		r.Header[http.CanonicalHeaderKey(k)] = v
+	}
+	r.Header.Set("Authorization", "Bearer "+token)
+	w := &statusWriter{header: http.Header{}}
+	g.echo.ServeHTTP(w, r)
+	ev := &Evaluation{Input: dry.input, Status: w.status}
+	if dry.decided {
+		d := dry.decision
+		ev.Decision = &d
+	}
+	if dry.err != nil {
+		res := errorResponse(dry.err)
+		ev.Error, ev.Cause = res.code+": "+res.desc, dry.err.Error()
+	}
+	return ev, nil
+}
+
+// statusWriter is the ResponseWriter of an Eval: it keeps the status and
+// discards the body.
+type statusWriter struct {
+	header http.Header
+	status int
+}
+
+func (w *statusWriter) Header() http.Header { return w.header }
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+// Check does what New does without the network, for audgate check: it
+// refuses what New refuses, compiles the policy as New does, runs the
+// policy's *_test.rego files when policy.path is a directory, and builds
+// the token sources (reading signing and client keys) and the upstream
+// transports (reading TLS files). What it did goes to out.
+func Check(ctx context.Context, cfg *config.Config, embedded fs.FS, out io.Writer) error {
+	if err := refuseUnhonoured(cfg); err != nil {
+		return err
+	}
+	if _, err := policy.New(ctx, policyOptions(cfg, embedded, nil)); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "policy: compiled")
+	if err := runPolicyTests(ctx, cfg.Policy.Path, out); err != nil {
+		return err
+	}
+	obs, err := telemetry.NewObserver(telemetry.ObserverOptions{DecisionLog: "off"})
+	if err != nil {
+		return err
+	}
+	g := &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), obs: obs, ups: map[string]*upstream{}}
+	if err := g.buildUpstreams(Options{Logger: g.log}); err != nil {
+		return err
+	}
+	for _, u := range g.ups {
+		u.proxy.Close()
+	}
+	fmt.Fprintln(out, "token sources and upstreams: ok")
+	return nil
+}
+
+// runPolicyTests runs the *_test.rego files under dir, as opa test does.
+func runPolicyTests(ctx context.Context, dir string, out io.Writer) error {
+	if dir == "" {
+		fmt.Fprintln(out, "policy tests: the embedded policy's tests run with `go test ./policies`")
+		return nil
+	}
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		fmt.Fprintln(out, "policy tests: none (policy.path is not a directory)")
+		return nil
+	}
+	results, err := tester.Run(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("policy tests: %w", err)
+	}
+	failed := 0
+	for _, r := range results {
+		if r.Fail || r.Error != nil {
+			failed++
+			fmt.Fprintf(out, "FAIL %s.%s (%s)\n", r.Package, r.Name, r.Location)
+			if r.Error != nil {
+				fmt.Fprintf(out, "  %v\n", r.Error)
 			}
-			return out
-		}
-		return []string{}
-	}
-	p := &authn.Principal{Issuer: str("iss"), Subject: str("sub"), ClientID: str("client_id"), Claims: claims}
-	if p.ClientID == "" {
-		p.ClientID = str("azp")
-	}
-	if aud, ok := claims["aud"].(string); ok {
-		p.Audience = []string{aud}
-	} else {
-		p.Audience = list("aud")
-	}
-	if p.Scopes = list("scope"); len(p.Scopes) == 0 {
-		p.Scopes = list("scp")
-	}
-	if exp, ok := claims["exp"].(json.Number); ok {
-		if n, err := exp.Int64(); err == nil {
-			p.ExpiresAt = time.Unix(n, 0)
 		}
 	}
-	return p
-}
-
-// Check builds what New builds without touching the network: token
-// sources (signing and client keys are read) and upstream transports (TLS
-// files are read). For audgate check.
-func Check(cfg *config.Config) error {
-	if err := unsupported(cfg); err != nil {
-		return err
-	}
-	g := &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), cache: tokens.NewCache(tokens.CacheOptions{})}
-	g.metrics = telemetry.NewMetrics(func() float64 { return 0 })
-	entries, err := g.buildSources(Options{Logger: g.log})
-	if err != nil {
-		return err
-	}
-	for i, uc := range cfg.Upstreams {
-		if _, err := g.buildUpstream(uc, entries[uc.TokenSource]); err != nil {
-			return fmt.Errorf("upstreams[%d]: %w", i, err)
-		}
+	fmt.Fprintf(out, "policy tests: %d passed, %d failed\n", len(results)-failed, failed)
+	if failed > 0 {
+		return fmt.Errorf("%d policy tests failed", failed)
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 // Package gateway serves audgate's request path: canonical path, route,
 // authentication (RFC 6750 bearer tokens), policy decision, downstream
-// token and reverse proxy. Every error, from any stage, reaches the client
-// through one mapping function (classify), and none of them proxies.
+// token and reverse proxy. The stages are functions that run, eval and
+// check share (see pipeline.go); every error, from any stage, reaches the
+// client through one mapping function (errorResponse), and none of them
+// proxies.
 package gateway
 
 import (
@@ -11,16 +13,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/audgate/audgate/internal/authn"
@@ -29,13 +32,15 @@ import (
 	"github.com/audgate/audgate/internal/proxy"
 	"github.com/audgate/audgate/internal/telemetry"
 	"github.com/audgate/audgate/internal/tokens"
-	"github.com/audgate/audgate/policies"
 )
 
 // Options are what the gateway needs besides its configuration.
 type Options struct {
 	// Logger receives the gateway's logs. Default: slog.Default().
 	Logger *slog.Logger
+	// Policies holds the .rego files compiled when policy.path is empty:
+	// the embedded default policy. Required then.
+	Policies fs.FS
 	// HTTPClient fetches issuers' discovery documents and JWKS. Default:
 	// a client with a 10s timeout.
 	HTTPClient *http.Client
@@ -47,6 +52,9 @@ type Options struct {
 	// PolicyWatchInterval is how often policy.path is checked for changes
 	// when policy.watch is on. Default: 2s.
 	PolicyWatchInterval time.Duration
+	// EvalOnly builds a gateway for Eval alone (audgate eval): it logs no
+	// decisions and does not watch the policy. Default: false.
+	EvalOnly bool
 }
 
 // Gateway is one configured gateway. It is read-only after New.
@@ -56,25 +64,25 @@ type Gateway struct {
 	verifier   *authn.Verifier
 	policy     atomic.Pointer[policy.Engine] // swapped whole on reload
 	cache      *tokens.Cache
-	metrics    *telemetry.Metrics
-	dlog       *telemetry.DecisionLog
+	obs        *telemetry.Observer
 	workers    *policy.Workers
 	strip      *headerMatcher
 	echo       *echo.Echo
 	selfKeys   []*tokens.SelfSigned
 	ups        map[string]*upstream
 	ids        *requestIDs
-	routes     map[string]*route // by method and path
+	routes     map[string]*route // by methodPath
 	routePaths map[string]bool   // configured route paths
+	tokenViews *authn.Attachment[*tokenView]
 }
 
 // upstream is one configured upstream with its proxy and token source.
 type upstream struct {
-	name   string
-	cfg    config.Upstream
-	proxy  *proxy.Upstream
-	entry  *tokens.Entry
-	limits policy.Limits
+	name    string
+	cfg     config.Upstream
+	proxy   *proxy.Upstream
+	binding *tokens.Binding
+	limits  policy.Limits
 	// input is the upstream as the policy sees it; inputValue, the same as
 	// an OPA value, built once.
 	input      policy.Upstream
@@ -92,11 +100,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := unsupported(cfg); err != nil {
+	if err := refuseUnhonoured(cfg); err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
-		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{}}
+		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{},
+		tokenViews: authn.NewAttachment(newTokenView)}
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
@@ -104,13 +113,24 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		NegativeTTL:         cfg.Cache.NegativeTTL.D(),
 		Now:                 opts.Now,
 	})
-	g.metrics = telemetry.NewMetrics(func() float64 { return float64(g.cache.Len()) })
-	ao := authnOptions(cfg, opts)
-	ao.OnJWKSFetch = func(issuer string, err error) {
-		g.metrics.JWKSFetches.WithLabelValues(issuer, result(err)).Inc()
+	output := cfg.Policy.DecisionLog.Output
+	if opts.EvalOnly {
+		output = "off"
 	}
 	var err error
+	g.obs, err = telemetry.NewObserver(telemetry.ObserverOptions{
+		DecisionLog: output,
+		// Cookies are credentials: they never reach the decision log.
+		Masks:        append([]string{"/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...),
+		CacheEntries: func() float64 { return float64(g.cache.Len()) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy.decision_log: %w", err)
+	}
+	ao := authnOptions(cfg, opts)
+	ao.OnJWKSFetch = g.obs.JWKSFetch
 	if g.verifier, err = authn.New(ctx, ao); err != nil {
+		_ = g.obs.Close()
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
 	g.workers = policy.NewWorkers(0)
@@ -120,32 +140,17 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 			g.Close()
 		}
 	}()
-	popts := policy.Options{Path: cfg.Policy.Path, Modules: policies.FS, Query: cfg.Policy.Query,
-		Timeout: cfg.Policy.Timeout.D(), Workers: g.workers}
+	popts := policyOptions(cfg, opts.Policies, g.workers)
 	engine, err := policy.New(ctx, popts)
 	if err != nil {
 		return nil, err
 	}
 	g.policy.Store(engine)
-	// Cookies are credentials: they never reach the decision log.
-	masks := append([]string{"/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...)
-	if g.dlog, err = telemetry.NewDecisionLog(cfg.Policy.DecisionLog.Output, masks,
-		g.metrics.DecisionLogDropped.Inc); err != nil {
-		return nil, fmt.Errorf("policy.decision_log: %w", err)
-	}
-	entries, err := g.buildSources(opts)
-	if err != nil {
+	if err := g.buildUpstreams(opts); err != nil {
 		return nil, err
 	}
-	for i, uc := range cfg.Upstreams {
-		u, err := g.buildUpstream(uc, entries[uc.TokenSource])
-		if err != nil {
-			return nil, fmt.Errorf("upstreams[%d]: %w", i, err)
-		}
-		g.ups[uc.Name] = u
-	}
 	g.echo = g.buildRouter()
-	if cfg.Policy.Watch && cfg.Policy.Path != "" {
+	if cfg.Policy.Watch && cfg.Policy.Path != "" && !opts.EvalOnly {
 		every := opts.PolicyWatchInterval
 		if every <= 0 {
 			every = 2 * time.Second
@@ -156,13 +161,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	return g, nil
 }
 
-// unsupported refuses configuration this version accepts in the file but
-// cannot honour, rather than ignore it.
-func unsupported(cfg *config.Config) error {
+// refuseUnhonoured refuses configuration this version accepts in the file
+// but cannot honour, rather than ignore it.
+func refuseUnhonoured(cfg *config.Config) error {
 	if len(cfg.Policy.OPA) > 0 {
 		return errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
 	}
 	return nil
+}
+
+// policyOptions are the policy's compile options, the same for New, Check
+// and every reload.
+func policyOptions(cfg *config.Config, embedded fs.FS, workers *policy.Workers) policy.Options {
+	return policy.Options{Path: cfg.Policy.Path, Modules: embedded, Query: cfg.Policy.Query,
+		Timeout: cfg.Policy.Timeout.D(), Workers: workers}
 }
 
 func authnOptions(cfg *config.Config, opts Options) authn.Options {
@@ -183,36 +195,39 @@ func authnOptions(cfg *config.Config, opts Options) authn.Options {
 	return ao
 }
 
-func (g *Gateway) buildSources(opts Options) (map[string]*tokens.Entry, error) {
-	entries := map[string]*tokens.Entry{}
+// buildUpstreams builds the token sources and the upstreams that use them.
+// It reads key and certificate files but makes no network call.
+func (g *Gateway) buildUpstreams(opts Options) error {
+	bindings := map[string]*tokens.Binding{}
 	for i, sc := range g.cfg.TokenSources {
 		src, perCaller, err := g.buildSource(sc, opts)
 		if err != nil {
-			return nil, fmt.Errorf("token_sources[%d]: %w", i, err)
+			return fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
-		src = timedSource{Source: src, observe: g.metrics.IdPDuration.WithLabelValues(sc.Name)}
-		entries[sc.Name] = &tokens.Entry{Name: sc.Name, Source: src, PerCaller: perCaller, Timeout: sc.Timeout.D()}
+		src = timedSource{Source: src, name: sc.Name, obs: g.obs}
+		bindings[sc.Name] = &tokens.Binding{Name: sc.Name, Source: src, PerCaller: perCaller, Timeout: sc.Timeout.D()}
 	}
-	return entries, nil
+	for i, uc := range g.cfg.Upstreams {
+		u, err := g.buildUpstream(uc, bindings[uc.TokenSource])
+		if err != nil {
+			return fmt.Errorf("upstreams[%d]: %w", i, err)
+		}
+		g.ups[uc.Name] = u
+	}
+	return nil
 }
 
 // timedSource observes how long each token request takes.
 type timedSource struct {
 	tokens.Source
-	observe prometheus.Observer
+	name string
+	obs  *telemetry.Observer
 }
 
 func (s timedSource) Token(ctx context.Context, req *tokens.Request) (tokens.Token, error) {
 	start := time.Now()
-	defer func() { s.observe.Observe(time.Since(start).Seconds()) }()
+	defer func() { s.obs.IdPRequest(s.name, time.Since(start)) }()
 	return s.Source.Token(ctx, req)
-}
-
-func result(err error) string {
-	if err != nil {
-		return "error"
-	}
-	return "ok"
 }
 
 // buildSource makes one token source; perCaller says whether its tokens
@@ -252,8 +267,8 @@ func (g *Gateway) buildSource(sc config.TokenSource, opts Options) (tokens.Sourc
 	return nil, false, fmt.Errorf("type: %q is not a token source type", sc.Type)
 }
 
-func (g *Gateway) buildUpstream(uc config.Upstream, entry *tokens.Entry) (*upstream, error) {
-	if entry == nil {
+func (g *Gateway) buildUpstream(uc config.Upstream, binding *tokens.Binding) (*upstream, error) {
+	if binding == nil {
 		return nil, fmt.Errorf("token_source: %q is not defined", uc.TokenSource)
 	}
 	target, err := url.Parse(uc.URL)
@@ -272,7 +287,7 @@ func (g *Gateway) buildUpstream(uc config.Upstream, entry *tokens.Entry) (*upstr
 		return nil, err
 	}
 	in := policy.Upstream{Name: uc.Name, TokenSource: uc.TokenSource, Audiences: uc.Audiences}
-	return &upstream{name: uc.Name, cfg: uc, proxy: p, entry: entry,
+	return &upstream{name: uc.Name, cfg: uc, proxy: p, binding: binding,
 		limits: policy.Limits{Audiences: uc.Audiences, Scopes: uc.Scopes},
 		input:  in, inputValue: in.Value()}, nil
 }
@@ -321,7 +336,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.obs.Registry(), promhttp.HandlerOpts{}))
 	return mux
 }
 
@@ -332,7 +347,7 @@ func (g *Gateway) Ready() error { return g.verifier.Ready() }
 // Close flushes the decision log and releases idle upstream connections.
 func (g *Gateway) Close() {
 	g.workers.Close()
-	_ = g.dlog.Close()
+	_ = g.obs.Close()
 	for _, u := range g.ups {
 		u.proxy.Close()
 	}
@@ -356,15 +371,8 @@ func (g *Gateway) wellKnown() (jwks, discovery []byte, err error) {
 	first := g.selfKeys[0]
 	discovery, err = json.Marshal(key{
 		"issuer":                                first.Issuer(),
-		"jwks_uri":                              trimSlash(first.Issuer()) + "/.well-known/jwks.json",
+		"jwks_uri":                              strings.TrimRight(first.Issuer(), "/") + "/.well-known/jwks.json",
 		"id_token_signing_alg_values_supported": []string{first.Algorithm()},
 	})
 	return jwks, discovery, err
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
 }

@@ -1,11 +1,8 @@
 package gateway
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,13 +11,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/open-policy-agent/opa/v1/ast"
-
-	"github.com/audgate/audgate/internal/authn"
-	"github.com/audgate/audgate/internal/policy"
-	"github.com/audgate/audgate/internal/proxy"
-	"github.com/audgate/audgate/internal/telemetry"
-	"github.com/audgate/audgate/internal/tokens"
 )
 
 // defaultMethods are what a route without methods accepts. CONNECT and
@@ -64,7 +54,7 @@ func (g *Gateway) buildRouter() *echo.Echo {
 		h := g.handle(rt)
 		for _, m := range methods {
 			e.Add(m, rc.Path, h)
-			g.routes[routeKey(m, rc.Path)] = rt
+			g.routes[methodPath(m, rc.Path)] = rt
 		}
 		g.routePaths[rc.Path] = true
 	}
@@ -119,15 +109,14 @@ func (g *Gateway) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			c.Error(err)
 		}
-		up := ""
-		if u, ok := c.Get("upstream").(string); ok {
-			up = u
-		}
-		g.metrics.Requests.WithLabelValues(c.Path(), up, strconv.Itoa(c.Response().Status)).Inc()
-		g.metrics.Duration.WithLabelValues(c.Path(), up).Observe(time.Since(start).Seconds())
+		up, _ := c.Get("upstream").(string)
+		g.obs.Request(c.Path(), up, c.Response().Status, time.Since(start))
 		return nil
 	}
 }
+
+// methodPath keys a route by method and configured path.
+func methodPath(method, path string) string { return method + " " + path }
 
 // guardOptions makes OPTIONS on a route that does not accept it the 405
 // it is: Echo would otherwise answer it itself, 204 with the route's
@@ -137,7 +126,7 @@ func (g *Gateway) guardOptions(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Request().Method != http.MethodOptions || !g.routePaths[c.Path()] {
 			return next(c)
 		}
-		if _, routed := g.routes[routeKey(http.MethodOptions, c.Path())]; routed {
+		if _, routed := g.routes[methodPath(http.MethodOptions, c.Path())]; routed {
 			return next(c)
 		}
 		if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok {
@@ -147,165 +136,6 @@ func (g *Gateway) guardOptions(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return echo.ErrMethodNotAllowed
 	}
-}
-
-// handle is the request path for one route: authenticate, decide, obtain
-// the downstream token, proxy. Any error returned reaches writeError, and
-// nothing has been sent upstream by then.
-func (g *Gateway) handle(rt *route) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		c.Set("upstream", rt.upstream.name)
-		r := c.Request()
-		ctx := r.Context()
-		raw, err := bearer(r)
-		if err != nil {
-			return err
-		}
-		p, err := g.verifier.Verify(ctx, raw)
-		if err != nil {
-			return err
-		}
-		if err := placeToken(r, raw); err != nil {
-			return err
-		}
-		in, err := g.input(c, rt, p)
-		if err != nil {
-			return err
-		}
-		d, err := g.decide(ctx, rt, in)
-		if err != nil {
-			g.logDecision(r, in, d, err, nil)
-			return err
-		}
-		entry := rt.upstream.entry
-		treq := &tokens.Request{
-			Audience: d.Audience, Scopes: tokens.NormalizeScopes(d.Scopes),
-			Subject: p.Subject, ClientID: p.ClientID,
-			SubjectToken: raw, SubjectTokenHash: p.TokenHash, SubjectExpiry: p.ExpiresAt,
-			Claims: d.Claims,
-		}
-		tok, outcome, err := g.cache.Token(ctx, entry, treq)
-		g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
-		g.logDecision(r, in, d, nil, &telemetry.TokenOutcome{Name: entry.Name, Outcome: string(outcome), Error: errString(err)})
-		if err != nil {
-			return err
-		}
-		rt.upstream.proxy.Serve(c.Response(), r, &proxy.Outbound{
-			Token: tok.Value, Headers: d.Headers, StripPrefix: rt.stripPrefix,
-			RequestID: requestID(r),
-			Drop:      func() bool { return g.cache.Drop(entry, treq, tok.Value) },
-			Refresh: func(ctx context.Context) (string, error) {
-				tok, outcome, err := g.cache.Token(ctx, entry, treq)
-				g.metrics.TokenRequests.WithLabelValues(entry.Name, string(outcome)).Inc()
-				return tok.Value, err
-			},
-		})
-		return nil
-	}
-}
-
-// decide asks the policy and checks the decision against the upstream's
-// limits. A deny is a *denyError.
-func (g *Gateway) decide(ctx context.Context, rt *route, in *policy.Input) (policy.Decision, error) {
-	start := time.Now()
-	engine := g.policy.Load()
-	d, err := engine.Decide(ctx, in)
-	if err == nil {
-		err = d.Check(rt.upstream.limits)
-	}
-	g.metrics.PolicyDuration.Observe(time.Since(start).Seconds())
-	switch {
-	case err != nil:
-		g.metrics.Decisions.WithLabelValues("error").Inc()
-		return d, err
-	case !d.Allow:
-		g.metrics.Decisions.WithLabelValues("deny").Inc()
-		reason := d.Reason
-		if reason == "" {
-			reason = "denied by policy"
-		}
-		return d, &denyError{status: d.Status, reason: reason}
-	}
-	g.metrics.Decisions.WithLabelValues("allow").Inc()
-	return d, nil
-}
-
-// logDecision writes the decision log entry for one request. A policy
-// error leaves no result; a deny or a token failure is named in error.
-func (g *Gateway) logDecision(r *http.Request, in *policy.Input, d policy.Decision, err error, tok *telemetry.TokenOutcome) {
-	if g.dlog == nil {
-		return
-	}
-	e := &telemetry.DecisionEntry{
-		DecisionID: g.ids.next(""), RequestID: requestID(r), Timestamp: time.Now(),
-		Path: g.policy.Load().Query(), Input: in, Result: d, Error: errString(err), TokenSource: tok,
-	}
-	if errors.Is(err, policy.ErrPolicy) {
-		e.Result = nil
-	}
-	g.dlog.Log(e)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.Input, error) {
-	r := c.Request()
-	names, values := c.ParamNames(), c.ParamValues()
-	params := make(map[string]string, len(names))
-	for i, n := range names {
-		if i < len(values) {
-			params[n] = values[i]
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	path := r.URL.Path
-	var segments []string
-	if trimmed := strings.Trim(path, "/"); trimmed != "" {
-		segments = strings.Split(trimmed, "/")
-	}
-	tok := tokenInput(p)
-	if tok.err != nil {
-		return nil, &policy.Error{Msg: "token claims", Err: tok.err}
-	}
-	u := rt.upstream
-	return &policy.Input{
-		Request: policy.Request{
-			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
-			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
-		},
-		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
-		Upstream:      u.input,
-		UpstreamValue: u.inputValue,
-		Token:         *tok.token,
-		TokenValue:    tok.value,
-	}, nil
-}
-
-// tokenView is the policy's view of a verified token, built once per
-// token and kept with its principal.
-type tokenView struct {
-	token *policy.Token
-	value ast.Value
-	err   error
-}
-
-func tokenInput(p *authn.Principal) *tokenView {
-	return p.Memo(func(p *authn.Principal) any {
-		t := &policy.Token{
-			Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Audience: p.Audience,
-			Scopes: p.Scopes, ExpiresAt: p.ExpiresAt.Unix(), Claims: p.Claims,
-		}
-		v, err := t.Value()
-		return &tokenView{token: t, value: v, err: err}
-	}).(*tokenView)
 }
 
 // requestIDs makes request IDs: a random prefix per process and a

@@ -17,6 +17,7 @@ import (
 
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/devidp"
+	"github.com/audgate/audgate/policies"
 )
 
 // idpEnv is a gateway whose callers' tokens and downstream tokens come
@@ -134,7 +135,7 @@ func newIdPEnv(t testing.TB, editIdP func(*devidp.Options), editCfg func(string)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e.gw, err = New(ctx, cfg, Options{Logger: slog.New(slog.NewJSONHandler(e.logs, nil))})
+	e.gw, err = New(ctx, cfg, Options{Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Policies: policies.FS})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

@@ -31,13 +31,12 @@ func (g *Gateway) watchPolicy(ctx context.Context, opts policy.Options, every ti
 		}
 		last = fp
 		e, err := policy.New(ctx, opts)
+		g.obs.PolicyReload(err)
 		if err != nil {
-			g.metrics.PolicyReloads.WithLabelValues("error").Inc()
 			g.log.Error("policy reload failed; keeping the last good policy", "path", opts.Path, "error", err.Error())
 			continue
 		}
 		g.policy.Store(e)
-		g.metrics.PolicyReloads.WithLabelValues("ok").Inc()
 		g.log.Info("policy reloaded", "path", opts.Path)
 	}
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/gateway"
+	"github.com/audgate/audgate/policies"
 )
 
 // TestMain lets the test binary serve as a proxy process: the parent
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 			fmt.Println("config:", err)
 			os.Exit(1)
 		}
-		gw, err := gateway.New(context.Background(), cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler)})
+		gw, err := gateway.New(context.Background(), cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler), Policies: policies.FS})
 		if err != nil {
 			fmt.Println("gateway:", err)
 			os.Exit(1)

@@ -236,13 +236,11 @@ var registeredClaims = map[string]bool{
 // Check enforces the contract on a decision: on allow, the audience and
 // scopes must be within the upstream's limits, headers must be settable
 // and claims must not override registered ones; on deny, status must be
-// 401, 403 or 404 (0 becomes 403). A violation is an *Error.
+// absent, 401, 403 or 404. A violation is an *Error. d is not changed.
 func (d *Decision) Check(lim Limits) error {
 	if !d.Allow {
 		switch d.Status {
-		case 0:
-			d.Status = http.StatusForbidden
-		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		case 0, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
 		default:
 			return fieldError("status", "%d is not allowed on deny; use 401, 403 or 404", d.Status)
 		}
@@ -279,6 +277,14 @@ func (d *Decision) Check(lim Limits) error {
 		}
 	}
 	return nil
+}
+
+// DenyStatus is the status a denied caller gets: the decision's, or 403.
+func (d *Decision) DenyStatus() int {
+	if d.Status == 0 {
+		return http.StatusForbidden
+	}
+	return d.Status
 }
 
 // hasControl reports whether s holds a control character (RFC 5234 CTL).

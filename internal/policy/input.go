@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -172,6 +173,10 @@ func stringMap(m map[string]string) ast.Value {
 	}
 	return obj
 }
+
+// MarshalJSON writes the input as the policy sees it: JSONMap's tree, so
+// that an absent list is [] and an absent map {}, as in Value.
+func (in Input) MarshalJSON() ([]byte, error) { return json.Marshal(in.JSONMap()) }
 
 // JSONMap returns the input as the generic JSON tree its JSON form
 // decodes to, without a JSON round trip: for the decision log. Maps are

@@ -111,7 +111,7 @@ func New(opts Options) (*Upstream, error) {
 		Transport:  &retryOn401{base: transport},
 		BufferPool: buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			opts.ErrorHandler(w, r, classify(opts.Name, err))
+			opts.ErrorHandler(w, r, transportError(opts.Name, err))
 		},
 		ErrorLog: nil,
 	}
@@ -233,7 +233,7 @@ func stripPrefix(p, prefix string) string {
 	return rest
 }
 
-func classify(name string, err error) error {
+func transportError(name string, err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():

@@ -1,18 +1,11 @@
-// Package telemetry holds audgate's logs and Prometheus metrics.
+// Package telemetry holds audgate's Prometheus metrics and decision log,
+// recorded through one Observer.
 package telemetry
 
 import (
-	"io"
-	"log/slog"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
-
-// NewLogger returns a JSON logger at level.
-func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-}
 
 // Metrics are the gateway's Prometheus metrics, all prefixed audgate_.
 type Metrics struct {

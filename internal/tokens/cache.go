@@ -58,8 +58,9 @@ func NewCache(opts CacheOptions) *Cache {
 	return &Cache{opts: opts, items: gocache.New(gocache.NoExpiration, time.Minute), dropped: map[string]time.Time{}}
 }
 
-// Entry says how one source's tokens are cached.
-type Entry struct {
+// Binding binds a token source to its name and says how its tokens are
+// cached.
+type Binding struct {
 	// Name is the source's name; it is part of every key.
 	Name string
 	// Source fills misses.
@@ -95,8 +96,8 @@ type cached struct {
 // entry's source. Concurrent misses for one key share one source request,
 // which runs under the entry's timeout rather than any one caller's
 // context; a caller whose ctx ends stops waiting.
-func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outcome, error) {
-	sum, err := c.key(e, req)
+func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Outcome, error) {
+	sum, err := c.key(sb, req)
 	if err != nil {
 		return Token{}, OutcomeError, err
 	}
@@ -118,20 +119,20 @@ func (c *Cache) Token(ctx context.Context, e *Entry, req *Request) (Token, Outco
 			}
 			return ent.tok, nil
 		}
-		timeout := e.Timeout
+		timeout := sb.Timeout
 		if timeout <= 0 {
 			timeout = 10 * time.Second
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		tok, err := e.Source.Token(fctx, req)
+		tok, err := sb.Source.Token(fctx, req)
 		if err != nil {
 			if IsRefusal(err) && c.opts.NegativeTTL > 0 {
 				c.remember(key, err)
 			}
 			return nil, err
 		}
-		c.store(key, tok, e.PerCaller, req)
+		c.store(key, tok, sb.PerCaller, req)
 		return tok, nil
 	})
 	select {
@@ -184,8 +185,8 @@ const minDropInterval = 5 * time.Second
 //   - the key's token was dropped in the last few seconds: do not retry,
 //     the upstream refuses fresh tokens too;
 //   - otherwise value is dropped: retry.
-func (c *Cache) Drop(e *Entry, req *Request, value string) bool {
-	sum, err := c.key(e, req)
+func (c *Cache) Drop(sb *Binding, req *Request, value string) bool {
+	sum, err := c.key(sb, req)
 	if err != nil {
 		return false
 	}
@@ -263,17 +264,17 @@ func (c *Cache) evict() {
 // key is SHA-256 over length-prefixed fields, so no choice of names,
 // audiences or scopes can collide with another, and no secret or raw
 // token is part of it.
-func (c *Cache) key(e *Entry, req *Request) ([sha256.Size]byte, error) {
+func (c *Cache) key(sb *Binding, req *Request) ([sha256.Size]byte, error) {
 	var buf [512]byte
 	b := buf[:0]
-	b = appendField(b, e.Name)
+	b = appendField(b, sb.Name)
 	b = appendField(b, req.Audience)
 	scopes := NormalizeScopes(req.Scopes)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(scopes)))
 	for _, s := range scopes {
 		b = appendField(b, s)
 	}
-	if e.PerCaller {
+	if sb.PerCaller {
 		b = append(b, req.SubjectTokenHash[:]...)
 		if len(req.Claims) > 0 {
 			claims, err := json.Marshal(req.Claims) // map keys are sorted

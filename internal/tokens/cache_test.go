@@ -62,15 +62,15 @@ func userReq(sub string, clock *fakeClock, scopes ...string) *Request {
 
 func TestCacheKeyDistinct(t *testing.T) {
 	c := NewCache(CacheOptions{})
-	per := &Entry{Name: "idp", PerCaller: true}
-	shared := &Entry{Name: "m2m"}
+	per := &Binding{Name: "idp", PerCaller: true}
+	shared := &Binding{Name: "m2m"}
 	clock := newClock()
 	base := func() *Request { return userReq("alice", clock, "read") }
 	tests := []struct {
 		name string
-		e1   *Entry
+		e1   *Binding
 		r1   *Request
-		e2   *Entry
+		e2   *Binding
 		r2   *Request
 		same bool
 	}{
@@ -79,9 +79,9 @@ func TestCacheKeyDistinct(t *testing.T) {
 		{"read vs read+write", per, userReq("alice", clock, "read"), per, userReq("alice", clock, "read", "write"), false},
 		{"different callers", per, userReq("alice", clock, "read"), per, userReq("bob", clock, "read"), false},
 		{"shared source ignores the caller", shared, userReq("alice", clock, "read"), shared, userReq("bob", clock, "read"), true},
-		{"source name", per, base(), &Entry{Name: "idp2", PerCaller: true}, base(), false},
+		{"source name", per, base(), &Binding{Name: "idp2", PerCaller: true}, base(), false},
 		{"audience vs scope boundary", per, &Request{Audience: "a|b", Scopes: []string{"c"}}, per, &Request{Audience: "a", Scopes: []string{"b|c"}}, false},
-		{"name vs audience boundary", &Entry{Name: "ab"}, &Request{Audience: "c"}, &Entry{Name: "a"}, &Request{Audience: "bc"}, false},
+		{"name vs audience boundary", &Binding{Name: "ab"}, &Request{Audience: "c"}, &Binding{Name: "a"}, &Request{Audience: "bc"}, false},
 		{"scope split", per, &Request{Audience: "a", Scopes: []string{"b c"}}, per, &Request{Audience: "a", Scopes: []string{"b", "c"}}, false},
 		{"claims differ", per, &Request{Audience: "a", Claims: map[string]any{"t": "x"}}, per, &Request{Audience: "a", Claims: map[string]any{"t": "y"}}, false},
 	}
@@ -102,7 +102,7 @@ func TestCacheKeyDistinct(t *testing.T) {
 func TestCacheKeyHasNoSecretOrToken(t *testing.T) {
 	c := NewCache(CacheOptions{})
 	req := &Request{Audience: "aud", SubjectToken: "eyJraw.token.value"}
-	k, _ := c.key(&Entry{Name: "idp", PerCaller: true}, req)
+	k, _ := c.key(&Binding{Name: "idp", PerCaller: true}, req)
 	if len(k) != sha256.Size || strings.Contains(string(k[:]), "eyJ") {
 		t.Fatalf("key %x is not a bare SHA-256", k)
 	}
@@ -133,7 +133,7 @@ func TestCacheLifetime(t *testing.T) {
 				src.expiry = func(now time.Time) time.Time { return now.Add(tc.expiresIn) }
 			}
 			c := NewCache(CacheOptions{RefreshBeforeExpiry: 30 * time.Second, DefaultTTL: 60 * time.Second, Now: clock.Now})
-			e := &Entry{Name: "idp", Source: src, PerCaller: true}
+			e := &Binding{Name: "idp", Source: src, PerCaller: true}
 			req := userReq("alice", clock, "read")
 			req.SubjectExpiry = clock.Now().Add(tc.subject)
 			if _, _, err := c.Token(context.Background(), e, req); err != nil {
@@ -154,7 +154,7 @@ func TestCacheCoalesces(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, delay: 50 * time.Millisecond, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	var wg sync.WaitGroup
 	errs := make(chan error, 1000)
 	var alice sync.Map
@@ -210,7 +210,7 @@ func TestCacheErrorsAreNotCached(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, err: errors.New("idp down")}
 	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	for range 3 {
 		if _, _, err := c.Token(context.Background(), e, userReq("alice", clock)); err == nil {
 			t.Fatal("want an error")
@@ -228,7 +228,7 @@ func TestCacheSharedFetchOutlivesCaller(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, delay: 100 * time.Millisecond, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
 	if _, _, err := c.Token(ctx, e, userReq("alice", clock)); !errors.Is(err, context.DeadlineExceeded) {
@@ -245,7 +245,7 @@ func TestCacheBounded(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{MaxEntries: 100, Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	for i := range 1000 {
 		if _, _, err := c.Token(context.Background(), e, userReq(fmt.Sprint("u", i), clock)); err != nil {
 			t.Fatal(err)
@@ -260,7 +260,7 @@ func TestCacheDrop(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("alice", clock)
 	first, _, _ := c.Token(context.Background(), e, req)
 	if !c.Drop(e, req, "an older token") {
@@ -290,12 +290,12 @@ func TestCacheDrop(t *testing.T) {
 
 // warmCache returns a cache holding one token, with the entry and request
 // that hit it.
-func warmCache(tb testing.TB) (*Cache, *Entry, *Request) {
+func warmCache(tb testing.TB) (*Cache, *Binding, *Request) {
 	tb.Helper()
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
 	c := NewCache(CacheOptions{Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("alice", clock, "orders:read", "orders:write")
 	if _, _, err := c.Token(context.Background(), e, req); err != nil {
 		tb.Fatal(err)

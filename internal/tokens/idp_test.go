@@ -433,7 +433,7 @@ func TestNegativeCache(t *testing.T) {
 	idp := newWireIdP(t, 400, `{"error":"invalid_target"}`)
 	src, _ := NewTokenExchange(ExchangeOptions{IdPOptions: IdPOptions{Name: "idp", TokenEndpoint: idp.srv.URL + "/token", ClientID: "c", ClientSecret: "s"}})
 	c := NewCache(CacheOptions{NegativeTTL: 5 * time.Second, Now: clock.Now})
-	e := &Entry{Name: "idp", Source: src, PerCaller: true}
+	e := &Binding{Name: "idp", Source: src, PerCaller: true}
 	req := userReq("bob", clock, "orders:write")
 	for i := range 3 {
 		_, out, err := c.Token(context.Background(), e, req)

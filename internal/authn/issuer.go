@@ -321,7 +321,7 @@ type keySet struct {
 type publicKey struct {
 	kid  string
 	alg  string // the JWK's alg; "" if it has none
-	kind string // "RSA" or a curve name, as in supportedAlgs
+	kind string // "RSA" or a curve name, as keyKind gives
 	key  any    // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
 }
 
@@ -415,7 +415,7 @@ func (ks *keySet) verify(jv jws.Verifier, t *token) (retry bool, err error) {
 			return true, invalidf("unknown kid %s", quote(t.kid))
 		}
 	}
-	kind := supportedAlgs[t.alg]
+	kind := keyKind(t.alg)
 	tried := 0
 	for _, pk := range candidates {
 		// The JWK's own alg, when it has one, must be the token's (RFC

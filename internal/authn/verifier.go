@@ -37,13 +37,26 @@ import (
 // megabytes of JSON.
 const MaxTokenSize = 16 << 10
 
-// Defaults for the zero values of Options.
+// Defaults for the zero values of Options, and DefaultLeeway, the leeway
+// DefaultIssuerConfig gives.
 const (
 	DefaultRefreshInterval    = 15 * time.Minute
 	DefaultMinRefetchInterval = 10 * time.Second
-	DefaultCacheSize          = 10000
+	DefaultCacheSize          = 100000
+	DefaultLeeway             = 30 * time.Second
 	defaultHTTPTimeout        = 10 * time.Second
 )
+
+// DefaultTyp is the typ allow-list of an issuer that configures none: at+jwt
+// (RFC 9068), its long form, JWT, and no typ at all.
+func DefaultTyp() []string { return []string{"at+jwt", "application/at+jwt", "JWT", ""} }
+
+// DefaultIssuerConfig returns an IssuerConfig with every optional field at
+// its default: DefaultAlgorithms, DefaultLeeway and DefaultTyp. Issuer and
+// Audiences are for the caller to set.
+func DefaultIssuerConfig() IssuerConfig {
+	return IssuerConfig{Algorithms: DefaultAlgorithms(), Leeway: DefaultLeeway, Typ: DefaultTyp()}
+}
 
 // b64strict decodes JWS parts strictly: the lenient decoder ignores the unused
 // low bits of the last character, so one token could be sent as sixteen
@@ -103,16 +116,17 @@ type IssuerConfig struct {
 	// from Issuer + "/.well-known/openid-configuration", whose "issuer" must
 	// equal Issuer exactly.
 	JWKSURI string
-	// Algorithms is the allow-list of JWS alg names (RS256, RS384, RS512,
-	// PS256, PS384, PS512, ES256, ES384, ES512, EdDSA). Required; none and
-	// HS* are refused.
+	// Algorithms is the allow-list of JWS alg names, each one of
+	// Algorithms (so never none or HS*). Required; DefaultIssuerConfig
+	// gives DefaultAlgorithms.
 	Algorithms []string
-	// Leeway is the clock skew tolerated on exp, nbf and iat. Default 0.
+	// Leeway is the clock skew tolerated on exp, nbf and iat; 0 tolerates
+	// none. DefaultIssuerConfig gives DefaultLeeway.
 	Leeway time.Duration
 	// Typ lists the accepted typ header values, compared case-insensitively
 	// and with the "application/" prefix optional (RFC 8725 §3.11); ""
-	// accepts a token without typ (or with an empty one). Default: at+jwt,
-	// JWT and "".
+	// accepts a token without typ (or with an empty one). Empty:
+	// DefaultTyp.
 	Typ []string
 }
 
@@ -127,7 +141,8 @@ type Options struct {
 	// most one per issuer per interval. Default 10s. (Until an issuer's
 	// keys are first fetched, retries start at 500ms and double up to 1m.)
 	MinRefetchInterval time.Duration
-	// CacheSize bounds the verified-token cache, in tokens. Default 10000.
+	// CacheSize bounds the verified-token cache, in tokens. Default
+	// DefaultCacheSize.
 	CacheSize int
 	// HTTPClient fetches discovery documents and JWKS. Default: a client
 	// with a 10s timeout.
@@ -429,13 +444,57 @@ func optionalString(m map[string]any, name string) (string, bool, error) {
 	return s, true, nil
 }
 
-// supportedAlgs are the asymmetric JWS algorithms (RFC 7518 §3.1) an issuer
-// may allow, with the key each needs: "RSA", or the curve's name.
-var supportedAlgs = map[string]string{
-	"RS256": "RSA", "RS384": "RSA", "RS512": "RSA",
-	"PS256": "RSA", "PS384": "RSA", "PS512": "RSA",
-	"ES256": "P-256", "ES384": "P-384", "ES512": "P-521",
-	"EdDSA": "Ed25519",
+// algorithms are the asymmetric JWS algorithms (RFC 7518 §3.1) an issuer
+// may allow, in order, with the key each needs: "RSA", or the curve's name.
+var algorithms = []struct{ name, kind string }{
+	{"RS256", "RSA"}, {"RS384", "RSA"}, {"RS512", "RSA"},
+	{"PS256", "RSA"}, {"PS384", "RSA"}, {"PS512", "RSA"},
+	{"ES256", "P-256"}, {"ES384", "P-384"}, {"ES512", "P-521"},
+	{"EdDSA", "Ed25519"},
+}
+
+// keyKind returns the key alg needs ("RSA" or a curve), or "" if alg is
+// not one of Algorithms.
+func keyKind(alg string) string {
+	for _, a := range algorithms {
+		if a.name == alg {
+			return a.kind
+		}
+	}
+	return ""
+}
+
+// Algorithms lists the JWS algorithms an issuer's allow-list may hold:
+// asymmetric only. With HS*, anyone holding the key (every client of the
+// IdP, for a shared secret) could mint tokens.
+func Algorithms() []string {
+	names := make([]string, len(algorithms))
+	for i, a := range algorithms {
+		names[i] = a.name
+	}
+	return names
+}
+
+// DefaultAlgorithms is an issuer's allow-list when none is configured.
+func DefaultAlgorithms() []string { return []string{"RS256", "ES256", "EdDSA"} }
+
+// CheckAlgorithm says why alg cannot be on an issuer's allow-list, or
+// returns nil.
+func CheckAlgorithm(alg string) error {
+	switch {
+	case keyKind(alg) != "":
+		return nil
+	case strings.EqualFold(alg, "none"):
+		return fmt.Errorf("%q allows unsigned tokens, which anyone can forge; remove it", alg)
+	case len(alg) >= 2 && strings.EqualFold(alg[:2], "HS"):
+		return fmt.Errorf("%q is a symmetric algorithm; audgate accepts only asymmetric algorithms (RS256, ES256, EdDSA, ...)", alg)
+	}
+	for _, name := range Algorithms() {
+		if strings.EqualFold(name, alg) {
+			return fmt.Errorf("%q is not a supported algorithm; names are case-sensitive, write %s", alg, name)
+		}
+	}
+	return fmt.Errorf("%q is not a supported algorithm; use one of: %s", alg, strings.Join(Algorithms(), ", "))
 }
 
 // newAlgVerifiers checks an allow-list and returns a jws.Verifier per alg.
@@ -445,11 +504,8 @@ func newAlgVerifiers(algs []string) (map[string]jws.Verifier, error) {
 	}
 	out := make(map[string]jws.Verifier, len(algs))
 	for _, alg := range algs {
-		if strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
-			return nil, fmt.Errorf("algorithms: %q is not allowed: only asymmetric signatures are accepted", alg)
-		}
-		if _, ok := supportedAlgs[alg]; !ok {
-			return nil, fmt.Errorf("algorithms: %q is not supported", alg)
+		if err := CheckAlgorithm(alg); err != nil {
+			return nil, fmt.Errorf("algorithms: %w", err)
 		}
 		jv, err := jws.NewVerifier(jwa.SignatureAlgorithm(alg))
 		if err != nil {
@@ -498,7 +554,7 @@ func newRules(ic IssuerConfig) (rules, error) {
 	r.algs = algs
 	typ := ic.Typ
 	if len(typ) == 0 {
-		typ = []string{"at+jwt", "JWT", ""}
+		typ = DefaultTyp()
 	}
 	for _, t := range typ {
 		r.typ = append(r.typ, normalizeTyp(t))

@@ -43,7 +43,8 @@ type Server struct {
 	// StripInboundHeaders are removed from every inbound request before the
 	// policy sees it. Glob patterns (* only), case-insensitive. Default:
 	// X-User-*, X-Forwarded-User, X-Original-URL, X-Rewrite-URL,
-	// X-HTTP-Method-Override; an empty list ([]) strips nothing.
+	// X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override (see
+	// defaultStripInboundHeaders); an empty list ([]) strips nothing.
 	StripInboundHeaders []string `yaml:"strip_inbound_headers"`
 }
 
@@ -58,7 +59,8 @@ type Inbound struct {
 	// caused by an unknown kid. Default: 10s.
 	JWKSMinRefetchInterval Duration `yaml:"jwks_min_refetch_interval"`
 	// VerifiedCacheSize bounds the number of verified tokens remembered by
-	// their SHA-256 until they expire. Default: 100000.
+	// their SHA-256 until they expire. Default: authn.DefaultCacheSize
+	// (100000).
 	VerifiedCacheSize int `yaml:"verified_cache_size"`
 }
 
@@ -71,13 +73,16 @@ type Issuer struct {
 	// JWKSURI overrides discovery. Default: jwks_uri from the issuer's
 	// /.well-known/openid-configuration.
 	JWKSURI string `yaml:"jwks_uri"`
-	// Algorithms allow-lists the JWS alg. none and HS* are refused. Default:
-	// RS256, ES256, EdDSA.
+	// Algorithms allow-lists the JWS alg, each one of authn.Algorithms (so
+	// never none or HS*). Default: authn.DefaultAlgorithms (RS256, ES256,
+	// EdDSA).
 	Algorithms []string `yaml:"algorithms"`
-	// Leeway tolerates clock skew on exp, nbf and iat. Default: 30s; at most 5m.
+	// Leeway tolerates clock skew on exp, nbf and iat. Default:
+	// authn.DefaultLeeway (30s); at most 5m.
 	Leeway Duration `yaml:"leeway"`
 	// Typ lists accepted JOSE typ header values, compared case-insensitively,
-	// "" meaning absent. Default: at+jwt, application/at+jwt, JWT, "".
+	// "" meaning absent. Default: authn.DefaultTyp (at+jwt,
+	// application/at+jwt, JWT, "").
 	Typ []string `yaml:"typ"`
 }
 
@@ -166,7 +171,8 @@ type TokenSource struct {
 	// audgate as the actor; use ${ENV}. Default: none.
 	ActorToken Secret `yaml:"actor_token"`
 	// ActorTokenType is the actor token's type URI. Default, when
-	// actor_token is set: urn:ietf:params:oauth:token-type:access_token.
+	// actor_token is set: urn:ietf:params:oauth:token-type:access_token
+	// (tokens.NewTokenExchange applies it).
 	ActorTokenType string `yaml:"actor_token_type"`
 	// OnBehalfOf (jwt_bearer) sends requested_token_use=on_behalf_of, as
 	// Microsoft Entra ID's On-Behalf-Of flow requires. Default: false.

@@ -275,7 +275,8 @@ func TestParseRefusesBadConfig(t *testing.T) {
 }
 
 func TestErrorMessages(t *testing.T) {
-	// Messages quoted in DESIGN.md and the brief, checked word for word.
+	// Messages quoted in README and docs/configuration.md, checked word for
+	// word.
 	tests := []struct {
 		name     string
 		old, new string
@@ -594,19 +595,18 @@ func TestTrailingEmptyDocument(t *testing.T) {
 }
 
 func TestValidateBuiltInCode(t *testing.T) {
-	// A Config built in code, with defaults applied, is checked the same way.
-	c := &Config{
-		Inbound:      Inbound{Issuers: []Issuer{{Issuer: "https://idp/", Audiences: []string{"gw"}}}},
-		TokenSources: []TokenSource{{Name: "cc", Type: SourceClientCredentials, TokenEndpoint: "https://idp/token", ClientID: "a", ClientSecret: "s"}},
-		Upstreams:    []Upstream{{Name: "u", URL: "http://u", TokenSource: "cc", Audiences: []string{"u"}}},
-		Routes:       []Route{{Path: "/u/*", Methods: []string{"get"}, Upstream: "u"}},
-	}
-	c.applyDefaults()
+	// A Config built in code from the defaults is checked the same way.
+	c := Default()
+	is := DefaultIssuer()
+	is.Issuer, is.Audiences = "https://idp/", []string{"gw"}
+	ts := DefaultTokenSource(SourceClientCredentials)
+	ts.Name, ts.TokenEndpoint, ts.ClientID, ts.ClientSecret = "cc", "https://idp/token", "a", "s"
+	up := DefaultUpstream()
+	up.Name, up.URL, up.TokenSource, up.Audiences = "u", "http://u", "cc", []string{"u"}
+	c.Inbound.Issuers, c.TokenSources, c.Upstreams = []Issuer{is}, []TokenSource{ts}, []Upstream{up}
+	c.Routes = []Route{{Path: "/u/*", Methods: []string{"GET"}, Upstream: "u"}}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
-	}
-	if got, want := c.Routes[0].Methods, []string{"GET"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("methods: got %v, want %v", got, want)
 	}
 	c.Upstreams[0].TokenSource = "idp"
 	c.Cache.DefaultTTL = -1

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -19,6 +20,21 @@ func TestShippedExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := Parse(raw, env); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("docs/configuration.md, A complete example", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join(root, "docs", "configuration.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, section, _ := strings.Cut(string(raw), "\n## A complete example\n")
+		_, block, ok := strings.Cut(section, "```yaml\n")
+		doc, _, closed := strings.Cut(block, "```\n")
+		if !ok || !closed {
+			t.Fatal("docs/configuration.md: no ```yaml block under \"A complete example\"")
+		}
+		if _, err := Parse([]byte(doc), env); err != nil {
 			t.Fatal(err)
 		}
 	})

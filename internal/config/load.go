@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agnivade/levenshtein"
 	"gopkg.in/yaml.v3"
 )
 
@@ -60,7 +61,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		return nil, err
 	}
 	d := &decoder{lookupEnv: lookupEnv, pos: map[string]position{}}
-	cfg := new(Config)
+	cfg := Default()
 	d.value(root, reflect.ValueOf(cfg).Elem(), "")
 	if len(d.problems) > 0 {
 		return nil, newValidationError(d.problems, d.pos)
@@ -135,11 +136,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		n = n.Alias
 	}
 	if isNull(n) {
-		// null is the same as leaving the value out.
-		if v.Kind() == reflect.Struct {
-			fillAbsent(v, make([]bool, v.NumField()))
-		}
-		return
+		return // null is the same as leaving the value out: v keeps its default
 	}
 	switch {
 	case v.Type() == durationType:
@@ -160,14 +157,13 @@ func isNull(n *yaml.Node) bool {
 }
 
 // mapping decodes a mapping into a struct by its yaml tags, refusing unknown
-// and repeated keys, then gives the keys left out their defaults.
+// and repeated keys. v holds the defaults, which the keys left out keep.
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
 		d.fail(path, "expected a mapping of keys to values, got %s", describe(n))
 		return
 	}
 	names := yamlNames(v.Type())
-	present := make([]bool, len(names))
 	seen := map[string]int{} // key → line
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -194,13 +190,8 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(p, "%s", unknownKey(k.Value, path, names))
 			continue
 		}
-		if isNull(resolveAlias(val)) {
-			continue
-		}
-		present[idx] = true
 		d.value(val, v.Field(idx), p)
 	}
-	fillAbsent(v, present)
 }
 
 func resolveAlias(n *yaml.Node) *yaml.Node {
@@ -220,9 +211,46 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	for i, item := range n.Content {
 		p := fmt.Sprintf("%s[%d]", path, i)
 		d.at(p, item)
+		s.Index(i).Set(d.elementDefault(s.Index(i).Type(), item))
 		d.value(item, s.Index(i), p)
 	}
 	v.Set(s)
+}
+
+// elementDefault is what a list entry of type t, written as n, starts
+// from: a token source's defaults depend on its type, read from n.
+func (d *decoder) elementDefault(t reflect.Type, n *yaml.Node) reflect.Value {
+	var def any
+	switch t {
+	case reflect.TypeFor[Issuer]():
+		def = DefaultIssuer()
+	case reflect.TypeFor[Upstream]():
+		def = DefaultUpstream()
+	case reflect.TypeFor[TokenSource]():
+		def = DefaultTokenSource(d.peek(n, "type"))
+	default:
+		return reflect.Zero(t)
+	}
+	return reflect.ValueOf(def)
+}
+
+// peek returns the scalar value of key in the mapping n, expanded, or "".
+// Errors are left for the decoding of n to report.
+func (d *decoder) peek(n *yaml.Node, key string) string {
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, val := resolveAlias(n.Content[i]), resolveAlias(n.Content[i+1]); k.Value == key && val.Kind == yaml.ScalarNode {
+			text, err := expand(val.Value, d.lookupEnv)
+			if err != nil {
+				return ""
+			}
+			return text
+		}
+	}
+	return ""
 }
 
 // scalar decodes one value with yaml.v3's own rules (and Duration's
@@ -337,40 +365,6 @@ func (d *decoder) expandTree(n *yaml.Node, path string, memo map[*yaml.Node]*yam
 	return &c
 }
 
-// defaulter is a config struct with documented defaults (see defaults.go).
-type defaulter interface{ applyDefaults() }
-
-// fillAbsent gives each field of the struct v that the file left out
-// (present[i] false) its default. The defaults come from applyDefaults, which
-// fills zero fields, run on a copy of v so that a value the file does write,
-// even 0, is kept as written. The copy still holds the fields the file wrote
-// as scalars, so that defaults which depend on them (a token source's type)
-// are right. The written slices, maps and structs are cleared in the copy:
-// applyDefaults must not reach through them into the file's own values.
-func fillAbsent(v reflect.Value, present []bool) {
-	def := reflect.New(v.Type())
-	df, ok := def.Interface().(defaulter)
-	if !ok {
-		return
-	}
-	cp := def.Elem()
-	cp.Set(v)
-	for i, p := range present {
-		switch cp.Field(i).Kind() {
-		case reflect.Slice, reflect.Map, reflect.Struct, reflect.Pointer:
-			if p {
-				cp.Field(i).SetZero()
-			}
-		}
-	}
-	df.applyDefaults()
-	for i, p := range present {
-		if !p {
-			v.Field(i).Set(cp.Field(i))
-		}
-	}
-}
-
 // yamlNames lists a struct's yaml keys in field order.
 func yamlNames(t reflect.Type) []string {
 	names := make([]string, t.NumField())
@@ -427,7 +421,7 @@ func unknownKey(key, parent string, known []string) string {
 func closest(key string, known []string) string {
 	best, bestDist := "", 3
 	for _, k := range known {
-		if dist := editDistance(key, k); dist < bestDist {
+		if dist := levenshtein.ComputeDistance(key, k); dist < bestDist {
 			best, bestDist = k, dist
 		}
 	}
@@ -439,27 +433,6 @@ func closest(key string, known []string) string {
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // expand replaces each ${NAME} in s with lookupEnv(NAME); $${ is a literal

@@ -14,7 +14,11 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/oauth"
+	"github.com/audgate/audgate/internal/policy"
 	"github.com/audgate/audgate/internal/tokens"
 )
 
@@ -201,8 +205,8 @@ func (v *validator) issuer(p string, is *Issuer, i int, seen map[string]int) {
 		v.add(p+".algorithms", "empty, so no token would be accepted; list the algorithms the issuer signs with, e.g. [RS256], or leave algorithms out")
 	}
 	for j, a := range is.Algorithms {
-		if msg := inboundAlgorithmProblem(a); msg != "" {
-			v.add(fmt.Sprintf("%s.algorithms[%d]", p, j), "%s", msg)
+		if err := authn.CheckAlgorithm(a); err != nil {
+			v.add(fmt.Sprintf("%s.algorithms[%d]", p, j), "%v", err)
 		}
 	}
 	switch {
@@ -216,24 +220,7 @@ func (v *validator) issuer(p string, is *Issuer, i int, seen map[string]int) {
 	}
 }
 
-// inboundAlgorithms are the JWS algorithms a caller's token may use. All
-// asymmetric: with HS*, anyone holding the key (every client of the IdP, for
-// a shared secret) could mint tokens.
-var inboundAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-
-func inboundAlgorithmProblem(a string) string {
-	switch {
-	case strings.EqualFold(a, "none"):
-		return fmt.Sprintf("%q allows unsigned tokens, which anyone can forge; remove it", a)
-	case len(a) >= 2 && strings.EqualFold(a[:2], "HS"):
-		return fmt.Sprintf("%q is a symmetric algorithm; audgate accepts only asymmetric algorithms (RS256, ES256, EdDSA, ...)", a)
-	case slices.Contains(inboundAlgorithms, a):
-		return ""
-	}
-	return notOneOf(a, "is not a supported algorithm", inboundAlgorithms)
-}
-
-// unsupported explains that s is not one of allowed, pointing out a name
+// notOneOf explains that s is not one of allowed, pointing out a name
 // that differs only in case: JOSE names are case-sensitive.
 func notOneOf(s, what string, allowed []string) string {
 	msg := fmt.Sprintf("%q %s", s, what)
@@ -352,10 +339,10 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 	}
 	if ts.Type == SourceTokenExchange {
 		if ts.SubjectTokenType == "" {
-			v.add(p+".subject_token_type", "empty; write a token type URI, e.g. %s", defaultTokenType)
+			v.add(p+".subject_token_type", "empty; write a token type URI, e.g. %s", tokens.TokenTypeAccessToken)
 		}
 		if ts.RequestedTokenType == "" {
-			v.add(p+".requested_token_type", "empty; write a token type URI, e.g. %s", defaultTokenType)
+			v.add(p+".requested_token_type", "empty; write a token type URI, e.g. %s", tokens.TokenTypeAccessToken)
 		}
 		if ts.ActorTokenType != "" && ts.ActorToken == "" {
 			v.add(p+".actor_token_type", "set without actor_token; write actor_token: ${ENV_VAR} or remove actor_token_type")
@@ -364,17 +351,14 @@ func (v *validator) idpSource(p string, ts *TokenSource) {
 	v.positive(p+".timeout", ts.Timeout, "5s")
 }
 
-// selfSignedAlgorithms are the algorithms audgate signs its own tokens with.
-var selfSignedAlgorithms = []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"}
-
 func (v *validator) selfSigned(p string, ts *TokenSource) {
 	if ts.Issuer == "" {
 		v.add(p+".issuer", "empty; write the iss of the tokens audgate signs, e.g. https://audgate.internal")
 	} else if msg := urlProblem(ts.Issuer, issuerURL); msg != "" {
 		v.add(p+".issuer", "%s", msg)
 	}
-	if !slices.Contains(selfSignedAlgorithms, ts.Algorithm) {
-		v.add(p+".algorithm", "%s", notOneOf(ts.Algorithm, "cannot sign self_signed tokens", selfSignedAlgorithms))
+	if !slices.Contains(tokens.SigningAlgorithms(), ts.Algorithm) {
+		v.add(p+".algorithm", "%s", notOneOf(ts.Algorithm, "cannot sign self_signed tokens", tokens.SigningAlgorithms()))
 	}
 	v.positive(p+".ttl", ts.TTL, "5m")
 }
@@ -426,8 +410,7 @@ func (v *validator) upstreams(list []Upstream, sources []string) (names []string
 		v.reference(p+".token_source", u.TokenSource, "token source", "token_sources", sources)
 		v.nonEmptyList(p+".audiences", u.Audiences, "the audiences a decision may ask for on this upstream, e.g. [https://orders.example.com]")
 		for j, s := range u.Scopes {
-			// RFC 6749 §3.3: a scope token is printable ASCII without space, " or \.
-			if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' || r == '"' || r == '\\' }) {
+			if !policy.ValidScope(s) {
 				v.add(fmt.Sprintf("%s.scopes[%d]", p, j), "%q is not a scope; a scope is printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)", s)
 			}
 		}
@@ -615,7 +598,7 @@ func (k urlKind) example() string {
 func urlProblem(s string, kind urlKind) string {
 	u, err := url.Parse(s)
 	switch {
-	case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+	case err != nil || oauth.CheckURL(s) != nil:
 		return fmt.Sprintf("%q is not an absolute http or https URL; write e.g. %s", s, kind.example())
 	case u.Fragment != "" || strings.Contains(s, "#"):
 		return fmt.Sprintf("%q has a #fragment; remove it", s)
@@ -631,17 +614,9 @@ func urlProblem(s string, kind urlKind) string {
 // token character (the characters of header names and methods), or ok.
 func firstNonToken(s string) (r rune, ok bool) {
 	for _, r := range s {
-		if !isTokenChar(r) {
+		if !httpguts.IsTokenRune(r) {
 			return r, false
 		}
 	}
 	return 0, true
-}
-
-func isTokenChar(r rune) bool {
-	switch {
-	case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
-		return true
-	}
-	return strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }

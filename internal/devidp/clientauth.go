@@ -1,10 +1,6 @@
 package devidp
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
@@ -116,7 +111,9 @@ func (p *Provider) clientByAssertion(typ, raw string) (*Client, error) {
 	if c.KeyID != "" && hdr.KeyID() != c.KeyID {
 		return nil, fmt.Errorf("client_assertion: kid %q is not the client's", hdr.KeyID())
 	}
-	if !slices.Contains(algorithmsFor(c.PublicKey), hdr.Algorithm()) {
+	// jwx's own table of the algorithms a key type signs with: a curve
+	// that does not fit the ES* alg fails the signature check below.
+	if algs, _ := jws.AlgorithmsForKey(c.PublicKey); !slices.Contains(algs, hdr.Algorithm()) {
 		return nil, fmt.Errorf("client_assertion: alg %s does not fit the client's key", hdr.Algorithm())
 	}
 	if _, err := jws.Verify([]byte(raw), jws.WithKey(hdr.Algorithm(), c.PublicKey), jws.WithCompact()); err != nil {
@@ -136,26 +133,6 @@ func (p *Provider) checkAssertionClaims(c assertionClaims) error {
 		return fmt.Errorf("client_assertion expired")
 	case c.NotBefore != 0 && now.Before(time.Unix(c.NotBefore, 0)):
 		return fmt.Errorf("client_assertion not valid yet (nbf)")
-	}
-	return nil
-}
-
-// algorithmsFor lists the JWS algorithms a public key verifies.
-func algorithmsFor(key any) []jwa.SignatureAlgorithm {
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		return []jwa.SignatureAlgorithm{jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512}
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return []jwa.SignatureAlgorithm{jwa.ES256}
-		case elliptic.P384():
-			return []jwa.SignatureAlgorithm{jwa.ES384}
-		case elliptic.P521():
-			return []jwa.SignatureAlgorithm{jwa.ES512}
-		}
-	case ed25519.PublicKey:
-		return []jwa.SignatureAlgorithm{jwa.EdDSA}
 	}
 	return nil
 }

@@ -19,7 +19,8 @@ const (
 	GrantJWTBearer         = "urn:ietf:params:oauth:grant-type:jwt-bearer"     // RFC 7523 §2.1
 )
 
-// The development data of DefaultOptions, as DESIGN.md's `audgate dev` names it.
+// The development data of DefaultOptions, as README's quickstart for
+// `audgate dev` names it.
 const (
 	AudienceGateway = "https://gateway.example.com"
 	AudienceOrders  = "https://orders.example.com"
@@ -81,7 +82,8 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// DefaultOptions returns the users and clients of `audgate dev` (DESIGN.md):
+// DefaultOptions returns the users and clients of `audgate dev` (README,
+// Quickstart):
 //
 //   - user alice: orders → [orders:read orders:write], billing → [billing:read]
 //   - user bob: orders → [orders:read]

@@ -253,7 +253,7 @@ func (d *Decision) Check(lim Limits) error {
 		return fieldError("audience", "%q is not in the upstream's audiences %q", d.Audience, lim.Audiences)
 	}
 	for i, s := range d.Scopes {
-		if !validScope(s) {
+		if !ValidScope(s) {
 			return fieldError(fmt.Sprintf("scopes[%d]", i), "%q is not a valid scope token (RFC 6749 §3.3)", s)
 		}
 		if len(lim.Scopes) > 0 && !slices.Contains(lim.Scopes, s) {
@@ -295,8 +295,9 @@ func hasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
-// validScope reports whether s is an RFC 6749 §3.3 scope-token.
-func validScope(s string) bool {
+// ValidScope reports whether s is an RFC 6749 §3.3 scope-token: printable
+// ASCII without space, " or \.
+func ValidScope(s string) bool {
 	if s == "" {
 		return false
 	}

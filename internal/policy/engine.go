@@ -19,6 +19,12 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
+// Defaults for the zero values of Options.
+const (
+	DefaultQuery   = "data.audgate.decision"
+	DefaultTimeout = 100 * time.Millisecond
+)
+
 // Options configure an Engine.
 type Options struct {
 	// Path is a directory of .rego and .json files, or a bundle .tar.gz.
@@ -49,10 +55,10 @@ type Engine struct {
 // file and line.
 func New(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Query == "" {
-		opts.Query = "data.audgate.decision"
+		opts.Query = DefaultQuery
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 100 * time.Millisecond
+		opts.Timeout = DefaultTimeout
 	}
 	args := []func(*rego.Rego){
 		rego.Query(opts.Query),

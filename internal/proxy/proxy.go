@@ -21,6 +21,12 @@ import (
 	"time"
 )
 
+// Defaults for the zero values of Options.
+const (
+	DefaultTimeout      = 30 * time.Second
+	DefaultMaxIdleConns = 256
+)
+
 // Options configure one upstream.
 type Options struct {
 	// Name is the upstream's name, for errors.
@@ -88,10 +94,10 @@ func New(opts Options) (*Upstream, error) {
 		return nil, fmt.Errorf("upstream %q: no error handler", opts.Name)
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
+		opts.Timeout = DefaultTimeout
 	}
 	if opts.MaxIdleConns <= 0 {
-		opts.MaxIdleConns = 256
+		opts.MaxIdleConns = DefaultMaxIdleConns
 	}
 	transport := &http.Transport{
 		Proxy:                 nil, // upstreams are reached directly, never through HTTP_PROXY

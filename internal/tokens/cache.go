@@ -13,9 +13,20 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// CacheOptions configure a Cache.
+// DefaultCacheOptions are the cache's defaults: 100000 entries, tokens
+// refreshed 30s before they expire, 60s for a token without expires_in,
+// and refusals remembered 5s.
+func DefaultCacheOptions() CacheOptions {
+	return CacheOptions{MaxEntries: 100000, RefreshBeforeExpiry: 30 * time.Second, DefaultTTL: 60 * time.Second, NegativeTTL: 5 * time.Second}
+}
+
+// DefaultTimeout bounds one shared token request when a Binding sets none.
+const DefaultTimeout = 5 * time.Second
+
+// CacheOptions configure a Cache; start from DefaultCacheOptions.
 type CacheOptions struct {
-	// MaxEntries bounds the number of cached tokens. Default: 100000.
+	// MaxEntries bounds the number of cached tokens; 0 or less means the
+	// default.
 	MaxEntries int
 	// RefreshBeforeExpiry: a token is not served from cache in its last
 	// this-long. Default: 30s.
@@ -43,14 +54,15 @@ type Cache struct {
 
 // NewCache returns an empty cache.
 func NewCache(opts CacheOptions) *Cache {
+	def := DefaultCacheOptions()
 	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = 100000
+		opts.MaxEntries = def.MaxEntries
 	}
 	if opts.RefreshBeforeExpiry < 0 {
 		opts.RefreshBeforeExpiry = 0
 	}
 	if opts.DefaultTTL <= 0 {
-		opts.DefaultTTL = 60 * time.Second
+		opts.DefaultTTL = def.DefaultTTL
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -68,7 +80,7 @@ type Binding struct {
 	// PerCaller: tokens depend on the caller's token (token exchange,
 	// self-signed), so the key includes its hash.
 	PerCaller bool
-	// Timeout bounds one shared source request. Default: 10s.
+	// Timeout bounds one shared source request. Default: DefaultTimeout.
 	Timeout time.Duration
 }
 
@@ -121,7 +133,7 @@ func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Ou
 		}
 		timeout := sb.Timeout
 		if timeout <= 0 {
-			timeout = 10 * time.Second
+			timeout = DefaultTimeout
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()

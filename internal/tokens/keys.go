@@ -104,22 +104,54 @@ func setThumbprintKID(k jwk.Key) error {
 	return k.Set(jwk.KeyIDKey, base64.RawURLEncoding.EncodeToString(tp))
 }
 
+// signingAlgorithm is an algorithm a self_signed source signs with, with
+// how to make a key for it and whether a key fits it.
+type signingAlgorithm struct {
+	alg      jwa.SignatureAlgorithm
+	keyHint  string
+	generate func() (any, error)
+	fits     func(key any) bool
+}
+
+var signingAlgorithms = []signingAlgorithm{
+	{jwa.ES256, "a P-256 key", func() (any, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }, curve(elliptic.P256())},
+	{jwa.ES384, "a P-384 key", func() (any, error) { return ecdsa.GenerateKey(elliptic.P384(), rand.Reader) }, curve(elliptic.P384())},
+	{jwa.RS256, "an RSA key", generateRSA, isRSA},
+	{jwa.PS256, "an RSA key", generateRSA, isRSA},
+	{jwa.EdDSA, "an Ed25519 key", func() (any, error) { _, k, err := ed25519.GenerateKey(rand.Reader); return k, err }, isEd25519},
+}
+
+// SigningAlgorithms lists the algorithms a self_signed source can sign
+// with.
+func SigningAlgorithms() []string {
+	names := make([]string, len(signingAlgorithms))
+	for i, a := range signingAlgorithms {
+		names[i] = a.alg.String()
+	}
+	return names
+}
+
+// DefaultSigningAlgorithm is a self_signed source's algorithm when none is
+// configured.
+const DefaultSigningAlgorithm = "ES256"
+
+func curve(c elliptic.Curve) func(any) bool {
+	return func(k any) bool { ek, ok := k.(*ecdsa.PrivateKey); return ok && ek.Curve == c }
+}
+
+func isRSA(k any) bool { _, ok := k.(*rsa.PrivateKey); return ok }
+
+func isEd25519(k any) bool { _, ok := k.(ed25519.PrivateKey); return ok }
+
+func generateRSA() (any, error) { return rsa.GenerateKey(rand.Reader, 2048) }
+
 // generateKey makes an ephemeral key for alg.
 func generateKey(alg jwa.SignatureAlgorithm) (jwk.Key, error) {
-	var raw any
-	var err error
-	switch alg {
-	case jwa.ES256:
-		raw, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case jwa.ES384:
-		raw, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case jwa.RS256, jwa.PS256:
-		raw, err = rsa.GenerateKey(rand.Reader, 2048)
-	case jwa.EdDSA:
-		_, raw, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		return nil, fmt.Errorf("algorithm %q is not supported; use ES256, ES384, RS256, PS256 or EdDSA", alg)
+	i := slices.IndexFunc(signingAlgorithms, func(a signingAlgorithm) bool { return a.alg == alg })
+	if i < 0 {
+		return nil, fmt.Errorf("algorithm %q is not supported; use one of %s", alg, strings.Join(SigningAlgorithms(), ", "))
 	}
+	raw, err := signingAlgorithms[i].generate()
 	if err != nil {
 		return nil, err
 	}
@@ -136,20 +168,15 @@ func checkKeyFits(k jwk.Key, alg jwa.SignatureAlgorithm) error {
 	if err := k.Raw(&raw); err != nil {
 		return err
 	}
-	ok := false
-	switch key := raw.(type) {
-	case *ecdsa.PrivateKey:
-		ok = (alg == jwa.ES256 && key.Curve == elliptic.P256()) || (alg == jwa.ES384 && key.Curve == elliptic.P384())
-	case *rsa.PrivateKey:
-		if (alg == jwa.RS256 || alg == jwa.PS256) && key.N.BitLen() < 2048 {
-			return fmt.Errorf("RSA key of %d bits is too small; use at least 2048", key.N.BitLen())
+	if rk, ok := raw.(*rsa.PrivateKey); ok && rk.N.BitLen() < 2048 {
+		return fmt.Errorf("RSA key of %d bits is too small; use at least 2048", rk.N.BitLen())
+	}
+	var hints []string
+	for _, a := range signingAlgorithms {
+		if a.alg == alg && a.fits(raw) {
+			return nil
 		}
-		ok = alg == jwa.RS256 || alg == jwa.PS256
-	case ed25519.PrivateKey:
-		ok = alg == jwa.EdDSA
+		hints = append(hints, a.keyHint+" for "+a.alg.String())
 	}
-	if !ok {
-		return errors.New("the newest key does not fit algorithm " + alg.String() + "; use a P-256 key for ES256, P-384 for ES384, RSA for RS256/PS256, Ed25519 for EdDSA")
-	}
-	return nil
+	return errors.New("the newest key does not fit algorithm " + alg.String() + "; use " + strings.Join(hints, ", "))
 }

@@ -18,15 +18,20 @@ import (
 
 const cryptoSHA256 = crypto.SHA256
 
+// DefaultSelfSignedTTL is a self-signed token's lifetime when none is set.
+const DefaultSelfSignedTTL = 5 * time.Minute
+
 // SelfSignedOptions configure a SelfSigned source.
 type SelfSignedOptions struct {
 	// Name is the source's name, for messages.
 	Name string
 	// Issuer is the iss of every token. Required.
 	Issuer string
-	// Algorithm signs: ES256 (default), ES384, RS256, PS256 or EdDSA.
+	// Algorithm signs: one of SigningAlgorithms. Default:
+	// DefaultSigningAlgorithm.
 	Algorithm string
-	// TTL is the tokens' lifetime, never past the caller's exp. Default: 5m.
+	// TTL is the tokens' lifetime, never past the caller's exp. Default:
+	// DefaultSelfSignedTTL.
 	TTL time.Duration
 	// KeysPath is a PEM or JWK private key file, or a directory of them;
 	// the newest (by modification time, then name) signs and all are
@@ -57,10 +62,10 @@ func NewSelfSigned(opts SelfSignedOptions) (*SelfSigned, error) {
 		return nil, fmt.Errorf("token source %q: issuer is required", opts.Name)
 	}
 	if opts.Algorithm == "" {
-		opts.Algorithm = "ES256"
+		opts.Algorithm = DefaultSigningAlgorithm
 	}
 	if opts.TTL <= 0 {
-		opts.TTL = 5 * time.Minute
+		opts.TTL = DefaultSelfSignedTTL
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,15 @@ type idpEnv struct {
 	idp      *devidp.Provider
 	idpURL   string
 	closeIdP func() // stops the IdP's server
+	clock    *shiftClock
 }
+
+// shiftClock is the real clock, moved forward by Advance: the gateway and
+// the IdP share it, so a test can let time pass without waiting.
+type shiftClock struct{ offset atomic.Int64 }
+
+func (c *shiftClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *shiftClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // scopePolicy allows every call and asks for the scopes in the request's
 // scope query parameter (space-separated), so that tests choose them.
@@ -106,7 +115,9 @@ func newIdPEnv(t testing.TB, editIdP func(*devidp.Options), editCfg func(string)
 		t.Fatal(err)
 	}
 	issuer := "http://" + l.Addr().String() + "/"
+	clock := &shiftClock{}
 	opts := devidp.DefaultOptions(issuer)
+	opts.Now = clock.Now
 	if editIdP != nil {
 		editIdP(&opts)
 	}
@@ -135,7 +146,7 @@ func newIdPEnv(t testing.TB, editIdP func(*devidp.Options), editCfg func(string)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e.gw, err = New(ctx, cfg, Options{Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Policies: policies.FS})
+	e.gw, err = New(ctx, cfg, Options{Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Policies: policies.FS, Now: clock.Now})
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
@@ -147,7 +158,7 @@ func newIdPEnv(t testing.TB, editIdP func(*devidp.Options), editCfg func(string)
 	}
 	e.srv = httptest.NewServer(e.gw.Handler())
 	t.Cleanup(e.srv.Close)
-	return &idpEnv{env: e, idp: p, idpURL: issuer, closeIdP: srv.Close}
+	return &idpEnv{env: e, idp: p, idpURL: issuer, closeIdP: srv.Close, clock: clock}
 }
 
 // userToken is a caller's token for the gateway from the IdP.

@@ -185,7 +185,7 @@ func TestCallerTokenExpiresWhileCached(t *testing.T) {
 	if resp := e.do(t, "GET", "/orders/1?scope=orders:read", short, nil, ""); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	time.Sleep(2100 * time.Millisecond)
+	e.clock.Advance(2100 * time.Millisecond)
 	calls := e.idp.TokenRequests()
 	checkError(t, e.do(t, "GET", "/orders/1?scope=orders:read", short, nil, ""), 401, "invalid_token", `error="invalid_token"`)
 	if e.idp.TokenRequests() != calls+1 {

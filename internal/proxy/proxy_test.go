@@ -99,7 +99,8 @@ func TestServeWithoutTokenProxiesNothing(t *testing.T) {
 }
 
 func TestErrorsClassified(t *testing.T) {
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(time.Second) }))
+	// The slow upstream answers only when the proxy gives up on it.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	defer slow.Close()
 	p, errs := newProxy(t, slow.URL, 50*time.Millisecond)
 	serve(p, "GET", "http://gw/x", nil, &Outbound{Token: "t"})

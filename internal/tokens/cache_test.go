@@ -224,20 +224,47 @@ func TestCacheErrorsAreNotCached(t *testing.T) {
 	}
 }
 
+// gatedSource answers once its gate opens, and reports each answer on
+// done.
+type gatedSource struct {
+	gate, done chan struct{}
+	calls      atomic.Int64
+	now        func() time.Time
+}
+
+func (s *gatedSource) Token(ctx context.Context, _ *Request) (Token, error) {
+	s.calls.Add(1)
+	defer func() { s.done <- struct{}{} }()
+	select {
+	case <-s.gate:
+		return Token{Value: "late", Expiry: s.now().Add(time.Hour)}, nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	}
+}
+
 func TestCacheSharedFetchOutlivesCaller(t *testing.T) {
 	clock := newClock()
-	src := &countingSource{now: clock.Now, delay: 100 * time.Millisecond, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
+	src := &gatedSource{gate: make(chan struct{}), done: make(chan struct{}, 1), now: clock.Now}
 	c := NewCache(CacheOptions{Now: clock.Now})
 	e := &Binding{Name: "idp", Source: src, PerCaller: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if _, _, err := c.Token(ctx, e, userReq("alice", clock)); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want the caller's deadline", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the caller has given up
+	if _, _, err := c.Token(ctx, e, userReq("alice", clock)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the caller's cancellation", err)
 	}
-	// The fetch went on under its own timeout and filled the cache.
-	time.Sleep(200 * time.Millisecond)
+	// The fetch goes on under its own timeout and fills the cache: the
+	// next caller shares it or, once it is stored, hits.
+	close(src.gate)
+	<-src.done
+	if tok, out, err := c.Token(context.Background(), e, userReq("alice", clock)); err != nil || (out != OutcomeHit && out != OutcomeShared) || tok.Value != "late" {
+		t.Fatalf("token %q, outcome %s, err %v; want the fetch's token", tok.Value, out, err)
+	}
 	if _, out, err := c.Token(context.Background(), e, userReq("alice", clock)); err != nil || out != OutcomeHit {
 		t.Fatalf("outcome %s, err %v; want a hit", out, err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Errorf("the source was asked %d times, want once", n)
 	}
 }
 

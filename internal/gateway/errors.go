@@ -134,15 +134,15 @@ func errorResponse(err error) response {
 // the request carried it (token exchange, jwt-bearer): from a client
 // credentials grant they mean audgate's own request is wrong.
 func refusedResponse(e *tokens.RefusedError) response {
-	switch e.Code {
+	switch e.Answer.Code {
 	case "invalid_grant", "invalid_request":
 		if !e.CallerToken {
 			break
 		}
-		desc := "the identity provider did not accept the access token (" + e.Code + ")"
+		desc := "the identity provider did not accept the access token (" + e.Answer.Code + ")"
 		return response{status: 401, code: "invalid_token", desc: desc, challenge: challenge("invalid_token", desc), level: slog.LevelInfo}
 	case "invalid_target", "invalid_scope", "access_denied", "unauthorized_client":
-		desc := "the identity provider refused a token for the upstream's audience or scopes (" + e.Code + ")"
+		desc := "the identity provider refused a token for the upstream's audience or scopes (" + e.Answer.Code + ")"
 		return response{status: 403, code: "insufficient_scope", desc: desc, challenge: challenge("insufficient_scope", desc), level: slog.LevelInfo}
 	}
 	return misconfigured

@@ -46,7 +46,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	msg := "oauth: refused: " + e.Code
+	msg := "refused: " + e.Code
 	if e.Description != "" {
 		msg += ": " + e.Description
 	}

@@ -161,7 +161,7 @@ func (c *idp) request(ctx context.Context, form url.Values, callerToken bool) (*
 	)
 	switch {
 	case errors.As(err, &oe):
-		return nil, &RefusedError{Source: c.name, Code: oe.Code, Description: oe.Description, Status: oe.Status, CallerToken: callerToken}
+		return nil, &RefusedError{Source: c.name, Answer: oe, CallerToken: callerToken}
 	case errors.As(err, &ue):
 		return nil, &UnavailableError{Source: c.name, Reason: ue.Reason, RetryAfter: ue.RetryAfter, Err: ue.Err}
 	case errors.As(err, &me):
@@ -210,10 +210,10 @@ func token(t *oauth.Token) Token { return Token{Value: t.AccessToken, Expiry: t.
 // RefusedError is an identity provider's OAuth error answer (RFC 6749
 // §5.2, RFC 8693 §2.2.2): it understood the request and said no.
 type RefusedError struct {
-	Source      string
-	Code        string // e.g. invalid_grant, invalid_target
-	Description string // the IdP's error_description, for logs
-	Status      int    // the HTTP status of the answer
+	Source string
+	// Answer is the IdP's answer: its code (invalid_grant, invalid_target,
+	// ...), description and HTTP status.
+	Answer *oauth.Error
 	// CallerToken says whether the refused request carried the caller's
 	// token (token exchange, jwt-bearer). Only then can invalid_grant or
 	// invalid_request be about the caller; without it (client
@@ -222,12 +222,10 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	msg := fmt.Sprintf("token source %q: identity provider refused: %s", e.Source, e.Code)
-	if e.Description != "" {
-		msg += ": " + e.Description
-	}
-	return msg
+	return fmt.Sprintf("token source %q: identity provider %v", e.Source, e.Answer)
 }
+
+func (e *RefusedError) Unwrap() error { return e.Answer }
 
 // UnavailableError means no usable answer came from the identity
 // provider: unreachable, 5xx, 429, timeout, or a malformed answer.

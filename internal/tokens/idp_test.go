@@ -304,7 +304,7 @@ func TestAnswers(t *testing.T) {
 				var ue *UnavailableError
 				switch {
 				case tc.wantCode != "":
-					if !errors.As(err, &re) || re.Code != tc.wantCode {
+					if !errors.As(err, &re) || re.Answer.Code != tc.wantCode {
 						t.Fatalf("err = %v, want refusal %s", err, tc.wantCode)
 					}
 					if re.CallerToken != callerTokenGrants[grant] {

@@ -145,3 +145,19 @@ func TestCheckRefusesOPAPlugins(t *testing.T) {
 		t.Errorf("err = %v, want policy.opa refused", err)
 	}
 }
+
+// TestCheckRefusesWhatRunRefuses: check fails where run would fail to
+// start, though it opens no file and fetches no keys.
+func TestCheckRefusesWhatRunRefuses(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	raw, _ := os.ReadFile(cfg)
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "decisions.log")
+	doc := strings.Replace(string(raw), `decision_log: {output: "off"}`, `decision_log: {output: "`+missing+`"}`, 1)
+	_ = os.WriteFile(cfg, []byte(doc), 0o600)
+	if err := check(context.Background(), cfg, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("err = %v, want the decision log's missing directory refused", err)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
+		t.Error("check created the decision log's directory")
+	}
+}

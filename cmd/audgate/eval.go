@@ -35,7 +35,8 @@ from --token or --claims, NOT verified), the policy input, the decision and
 its check against the upstream's limits. It prints the input, the decision
 and the status audgate run would answer (200: allowed; the token source and
 the upstream are not asked). --explain adds the evaluation trace on stderr.
-It exits 1 when the request is refused before the policy decides.`,
+It exits 0 when the request is allowed or the policy denies it, and 1 when
+it is refused before the policy decides or the decision is a policy error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return eval(cmd.Context(), f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -98,8 +99,13 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 	if f.explain {
 		fmt.Fprint(errOut, trace.String())
 	}
-	if ev.Decision == nil && ev.Status != http.StatusOK {
-		return fmt.Errorf("refused with %d before the policy decided: %s (%s)", ev.Status, ev.Error, ev.Cause)
+	switch {
+	case ev.Status == http.StatusOK && ev.Error == "", ev.Denied():
+		return nil
+	case ev.Decision != nil:
+		return fmt.Errorf("the decision is a policy error (%d): %s", ev.Status, ev.Cause)
+	case ev.Cause == "":
+		return fmt.Errorf("%d: %s", ev.Status, ev.Error)
 	}
-	return nil
+	return fmt.Errorf("refused with %d before the policy decided: %s (%s)", ev.Status, ev.Error, ev.Cause)
 }

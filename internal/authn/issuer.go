@@ -150,8 +150,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // fetchKeys fetches the JWKS (finding its URI by discovery first, if it
 // is not configured) and publishes the keys. Concurrent callers share one
-// fetch, which runs under the issuer's lifetime and fetchTimeout; a
-// caller whose ctx ends stops waiting.
+// fetch, which runs under the issuer's lifetime and fetchTimeout (a
+// discovery fetch in progress may outlive the issuer by its own timeout);
+// a caller whose ctx ends stops waiting.
 func (is *issuer) fetchKeys(ctx context.Context) error {
 	ch := is.fetches.DoChan("", func() (any, error) {
 		fctx, cancel := context.WithTimeout(is.ctx, fetchTimeout)
@@ -172,14 +173,10 @@ func (is *issuer) fetchKeys(ctx context.Context) error {
 func (is *issuer) fetch(ctx context.Context) error {
 	uri := is.cfg.JWKSURI
 	if is.discovery != nil {
-		doc, err := is.discovery.Metadata(ctx)
-		if err != nil {
+		var err error
+		if uri, err = is.discovery.JWKSURI(ctx); err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
-		if doc.JWKSURI == "" {
-			return fmt.Errorf("discovery: %s has no jwks_uri; configure jwks_uri", is.discovery.URL())
-		}
-		uri = doc.JWKSURI
 	}
 	body, err := oauth.GetJSON(ctx, is.client, uri)
 	if err != nil {

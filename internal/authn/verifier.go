@@ -8,8 +8,9 @@
 // allow-list per issuer (never none or HS*), keys only from the issuer's
 // JWKS (never jku, x5u or an embedded jwk), the exact iss, an accepted aud,
 // a required exp, nbf, iat and typ (RFC 8725 §3.11). A verified token is
-// cached by its SHA-256 until it expires, so a repeat caller costs a map
-// lookup instead of a signature check.
+// cached by its SHA-256 until it expires, or until a key leaves its
+// issuer's JWKS (then it is verified again), so a repeat caller costs a
+// map lookup instead of a signature check.
 package authn
 
 import (
@@ -44,6 +45,7 @@ const (
 	DefaultMinRefetchInterval = 10 * time.Second
 	DefaultCacheSize          = 100000
 	DefaultLeeway             = 30 * time.Second
+	MinRefreshInterval        = time.Second // a shorter refresh would hammer the IdP
 	defaultHTTPTimeout        = 10 * time.Second
 )
 
@@ -198,6 +200,26 @@ type Verifier struct {
 // down: it retries with backoff and Ready reports the state. Background work
 // stops when ctx is done.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
+	v, err := build(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Only now, with every option valid, start goroutines: an error above
+	// leaves nothing running.
+	for _, is := range v.order {
+		is.start(ctx)
+	}
+	return v, nil
+}
+
+// Check validates opts as New does, and starts nothing.
+func Check(opts Options) error {
+	_, err := build(opts)
+	return err
+}
+
+// build validates opts and builds the Verifier, without starting it.
+func build(opts Options) (*Verifier, error) {
 	opts, err := withDefaults(opts)
 	if err != nil {
 		return nil, err
@@ -218,11 +240,6 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		v.issuers[ic.Issuer] = is
 		v.order = append(v.order, is)
 	}
-	// Only now, with every option valid, start goroutines: an error above
-	// leaves nothing running.
-	for _, is := range v.order {
-		is.start(ctx)
-	}
 	return v, nil
 }
 
@@ -233,8 +250,8 @@ func withDefaults(o Options) (Options, error) {
 	switch {
 	case o.RefreshInterval == 0:
 		o.RefreshInterval = DefaultRefreshInterval
-	case o.RefreshInterval < time.Second:
-		return o, fmt.Errorf("authn: refresh interval %s: must be at least 1s", o.RefreshInterval)
+	case o.RefreshInterval < MinRefreshInterval:
+		return o, fmt.Errorf("authn: refresh interval %s: must be at least %s", o.RefreshInterval, MinRefreshInterval)
 	}
 	switch {
 	case o.MinRefetchInterval == 0:

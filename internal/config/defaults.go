@@ -8,6 +8,7 @@ import (
 	"github.com/audgate/audgate/internal/oauth"
 	"github.com/audgate/audgate/internal/policy"
 	"github.com/audgate/audgate/internal/proxy"
+	"github.com/audgate/audgate/internal/telemetry"
 	"github.com/audgate/audgate/internal/tokens"
 )
 
@@ -21,7 +22,6 @@ const (
 	defaultShutdownTimeout   = 15 * time.Second
 	defaultMaxHeaderBytes    = 16384
 	defaultMaxBodyBytes      = 10 << 20
-	defaultDecisionLogOutput = "stdout"
 )
 
 // defaultStripInboundHeaders is a function, not a variable, so that no
@@ -57,7 +57,7 @@ func Default() *Config {
 		Policy: Policy{
 			Query:       policy.DefaultQuery,
 			Timeout:     Duration(policy.DefaultTimeout),
-			DecisionLog: DecisionLog{Output: defaultDecisionLogOutput},
+			DecisionLog: DecisionLog{Output: telemetry.DefaultDecisionLog},
 		},
 		Cache: Cache{
 			MaxEntries:          cache.MaxEntries,

@@ -242,7 +242,7 @@ func (d *decoder) peek(n *yaml.Node, key string) string {
 		return ""
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k, val := resolveAlias(n.Content[i]), resolveAlias(n.Content[i+1]); k.Value == key && val.Kind == yaml.ScalarNode {
+		if k, val := resolveAlias(n.Content[i]), resolveAlias(n.Content[i+1]); k.Value == key && val.Kind == yaml.ScalarNode && !isNull(val) {
 			text, err := expand(val.Value, d.lookupEnv)
 			if err != nil {
 				return ""

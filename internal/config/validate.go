@@ -174,7 +174,9 @@ func (v *validator) inbound(in *Inbound) {
 	for i := range in.Issuers {
 		v.issuer(fmt.Sprintf("inbound.issuers[%d]", i), &in.Issuers[i], i, seen)
 	}
-	v.positive("inbound.jwks_refresh_interval", in.JWKSRefreshInterval, "15m")
+	if d := in.JWKSRefreshInterval; d < Duration(authn.MinRefreshInterval) {
+		v.add("inbound.jwks_refresh_interval", "%s is less than %s; write e.g. 15m", d, authn.MinRefreshInterval)
+	}
 	if d := in.JWKSMinRefetchInterval; d < Duration(time.Second) {
 		// Each unknown kid may trigger a refetch: any caller could otherwise
 		// make audgate hammer the IdP's JWKS endpoint.

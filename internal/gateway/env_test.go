@@ -125,6 +125,7 @@ func (rec *recorder) requests() []recorded {
 
 // env is a gateway on loopback with its issuer and upstream.
 type env struct {
+	cfg      *config.Config
 	issuer   *testIssuer
 	upstream *recorder
 	gw       *Gateway
@@ -213,6 +214,7 @@ func newEnvWith(t testing.TB, edit func(yaml string) string, opts Options) *env 
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Logger = log
 	opts.Policies = policies.FS
+	e.cfg = cfg
 	e.gw, err = New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)

@@ -102,7 +102,7 @@ func errorResponse(err error) response {
 	case errors.As(err, &unavail):
 		after := "1"
 		if unavail.RetryAfter > 0 {
-			after = strconv.Itoa(int(unavail.RetryAfter / time.Second))
+			after = strconv.Itoa(int(min(unavail.RetryAfter, maxRetryAfter) / time.Second))
 		}
 		return response{status: 503, code: "temporarily_unavailable", desc: "the identity provider could not issue a token for the upstream; try again later",
 			retryAfter: after, level: slog.LevelError}
@@ -194,6 +194,17 @@ func quoteSafe(s string) string {
 	}, s)
 }
 
+// pathCarriesBearer reports whether the request path, decoded or as sent,
+// holds the request's bearer token.
+func pathCarriesBearer(r *http.Request) bool {
+	raw, err := bearer(r)
+	return err == nil && (carries(r.URL.Path, raw) || carries(requestPath(r.RequestURI), raw))
+}
+
+// maxRetryAfter caps the Retry-After a caller is told: an identity
+// provider's own may be long, but it is advice to audgate's client.
+const maxRetryAfter = time.Minute
+
 // writeError sends err's response and logs it with what went wrong. The
 // log carries the full error chain; the response only the safe
 // description. Nothing is written if the response has started.
@@ -204,7 +215,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	res := errorResponse(err)
 	id := requestID(r)
 	path := r.URL.Path
-	if errors.Is(err, errTokenElsewhere) {
+	if errors.Is(err, errTokenElsewhere) || pathCarriesBearer(r) {
+		// Whatever failed, and even before the token was verified, a path
+		// that carries the bearer value must not reach the log.
 		path = "[withheld: it may carry the caller's token]"
 	}
 	g.log.Log(r.Context(), res.level, "request failed",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/tester"
 
+	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/policy"
 	"github.com/audgate/audgate/internal/telemetry"
@@ -70,7 +71,8 @@ type Evaluation struct {
 	// Decision is the policy's decision; nil when there was none.
 	Decision *policy.Decision `json:"decision,omitempty"`
 	// Status is what audgate run would answer, short of the token source
-	// and the upstream: 200 means allowed.
+	// and the upstream: 200 means allowed. A decision with a 500 broke the
+	// contract (e.g. an audience outside the upstream's allow-list).
 	Status int `json:"status"`
 	// Error is what the caller would get when refused: the error code and
 	// its description.
@@ -86,8 +88,11 @@ const placeholderToken = "claims-given-not-a-token"
 // Eval sends req through the same router and stages as a served request,
 // up to and including the decision, and reports what it came to. The
 // caller's token is read, not verified; nothing is asked of a token source
-// or proxied. It is for audgate eval.
+// or proxied. It is for audgate eval, on a gateway built with EvalOnly.
 func (g *Gateway) Eval(ctx context.Context, req EvalRequest) (*Evaluation, error) {
+	if !g.evalOnly {
+		return nil, errors.New("eval: the gateway was not built with EvalOnly")
+	}
 	token := req.Token
 	dry := &dryRun{trace: req.Trace}
 	if token == "" {
@@ -115,11 +120,21 @@ func (g *Gateway) Eval(ctx context.Context, req EvalRequest) (*Evaluation, error
 		d := dry.decision
 		ev.Decision = &d
 	}
-	if dry.err != nil {
+	switch {
+	case dry.err != nil:
 		res := errorResponse(dry.err)
 		ev.Error, ev.Cause = res.code+": "+res.desc, dry.err.Error()
+	case dry.input == nil:
+		// Answered without the pipeline, e.g. /.well-known/jwks.json.
+		ev.Error = "not_proxied: the gateway answers this path itself; no route, no policy"
 	}
 	return ev, nil
+}
+
+// Denied reports whether the policy decided, and denied: the request got
+// the decision's own refusal.
+func (ev *Evaluation) Denied() bool {
+	return ev.Decision != nil && !ev.Decision.Allow && ev.Status < http.StatusInternalServerError
 }
 
 // statusWriter is the ResponseWriter of an Eval: it keeps the status and
@@ -145,13 +160,21 @@ func (w *statusWriter) WriteHeader(status int) {
 }
 
 // Check does what New does without the network, for audgate check: it
-// refuses what New refuses, compiles the policy as New does, runs the
+// refuses what New refuses (issuers' options and the decision log's
+// output included, though it fetches no keys and creates no file),
+// compiles the policy as New does, runs the
 // policy's *_test.rego files when policy.path is a directory, and builds
 // the token sources (reading signing and client keys) and the upstream
 // transports (reading TLS files). What it did goes to out.
 func Check(ctx context.Context, cfg *config.Config, embedded fs.FS, out io.Writer) error {
 	if err := refuseUnhonoured(cfg); err != nil {
 		return err
+	}
+	if err := authn.Check(authnOptions(cfg, Options{})); err != nil {
+		return fmt.Errorf("inbound: %w", err)
+	}
+	if err := telemetry.CheckOutput(cfg.Policy.DecisionLog.Output); err != nil {
+		return fmt.Errorf("policy.decision_log: %w", err)
 	}
 	if _, err := policy.New(ctx, policyOptions(cfg, embedded, nil)); err != nil {
 		return err

@@ -52,8 +52,10 @@ type Options struct {
 	// PolicyWatchInterval is how often policy.path is checked for changes
 	// when policy.watch is on. Default: 2s.
 	PolicyWatchInterval time.Duration
-	// EvalOnly builds a gateway for Eval alone (audgate eval): it logs no
-	// decisions and does not watch the policy. Default: false.
+	// EvalOnly builds a gateway for Eval alone (audgate eval): it fetches
+	// no keys, logs no decisions and does not watch the policy, and only
+	// such a gateway reads callers' tokens without verifying them.
+	// Default: false.
 	EvalOnly bool
 }
 
@@ -74,6 +76,7 @@ type Gateway struct {
 	routes     map[string]*route // by methodPath
 	routePaths map[string]bool   // configured route paths
 	tokenViews *authn.Attachment[*tokenView]
+	evalOnly   bool
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -105,7 +108,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{},
-		tokenViews: authn.NewAttachment(newTokenView)}
+		tokenViews: authn.NewAttachment(newTokenView), evalOnly: opts.EvalOnly}
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
@@ -129,7 +132,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	}
 	ao := authnOptions(cfg, opts)
 	ao.OnJWKSFetch = g.obs.JWKSFetch
-	if g.verifier, err = authn.New(ctx, ao); err != nil {
+	if opts.EvalOnly {
+		err = authn.Check(ao) // eval verifies nothing: no keys to fetch
+	} else {
+		g.verifier, err = authn.New(ctx, ao)
+	}
+	if err != nil {
 		_ = g.obs.Close()
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
@@ -341,8 +349,14 @@ func (g *Gateway) AdminHandler() http.Handler {
 }
 
 // Ready reports whether the gateway can serve: the policy is compiled (New
-// did that) and every issuer's keys have been fetched once.
-func (g *Gateway) Ready() error { return g.verifier.Ready() }
+// did that) and every issuer's keys have been fetched once. An EvalOnly
+// gateway never serves.
+func (g *Gateway) Ready() error {
+	if g.evalOnly {
+		return errors.New("gateway: built for eval only")
+	}
+	return g.verifier.Ready()
+}
 
 // Close flushes the decision log and releases idle upstream connections.
 func (g *Gateway) Close() {

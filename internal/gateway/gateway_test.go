@@ -595,3 +595,20 @@ func TestOptions(t *testing.T) {
 	}
 	checkError(t, e.do(t, "OPTIONS", "/nowhere", "", nil, ""), 404, "not_found", "")
 }
+
+// TestRefusedTokenInPathNotLogged: a request refused before its token is
+// verified (or because it is not valid) must not log a path carrying it.
+func TestRefusedTokenInPathNotLogged(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.issuer.mint(t, map[string]any{"aud": "https://elsewhere.test"})
+	logged := len(e.logs.String())
+	checkError(t, e.do(t, "GET", "/orders/"+tok, tok, nil, ""), 401, "invalid_token", `error="invalid_token"`)
+	if strings.Contains(e.logs.String()[logged:], tok) {
+		t.Error("the refused token reached the log through the path")
+	}
+	logged = len(e.logs.String())
+	checkError(t, e.do(t, "GET", "/nowhere/"+tok, tok, nil, ""), 404, "not_found", "")
+	if strings.Contains(e.logs.String()[logged:], tok) {
+		t.Error("the token reached the log through an unrouted path")
+	}
+}

@@ -6,22 +6,29 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/audgate/audgate/policies"
 )
 
 // parityPolicy allows GET on orders for a caller whose permissions claim
-// is an array holding orders:read, denies others, and fails (an audience
-// outside the upstream's allow-list) when the request has X-Fail.
+// is an array holding orders:read, denies others, returns an audience
+// outside the upstream's allow-list when the request has X-Fail and fails
+// to evaluate when it has X-Eval-Error.
 const parityPolicy = `
 default decision := {"allow": false, "reason": "no rule matched"}
 
 decision := {"allow": true, "audience": "https://nowhere.test"} if {
 	input.request.headers["x-fail"]
+} else := {"allow": true, "audience": to_number("x")} if {
+	input.request.headers["x-eval-error"]
 } else := {
 	"allow": true,
 	"audience": input.upstream.audiences[0],
@@ -42,6 +49,12 @@ func TestRunAndEvalAgree(t *testing.T) {
 		doc = withPolicy(t, parityPolicy)(doc)
 		return strings.Replace(doc, `decision_log: {output: "off"}`, `decision_log: {output: "`+logFile+`"}`, 1)
 	})
+	// eval's gateway: the same configuration, built for eval only.
+	evalGW, err := New(context.Background(), e.cfg, Options{EvalOnly: true, Policies: policies.FS, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(evalGW.Close)
 	exp := time.Now().Add(time.Hour).Unix()
 	tests := []struct {
 		name   string
@@ -54,7 +67,8 @@ func TestRunAndEvalAgree(t *testing.T) {
 		{name: "allow", claims: nil, status: 200},
 		{name: "allow with a query", path: "/orders/7?expand=items&expand=notes", status: 200},
 		{name: "deny", claims: map[string]any{"permissions": []string{"billing:read"}}, status: 403},
-		{name: "policy error", header: http.Header{"X-Fail": {"1"}}, status: 500},
+		{name: "decision outside the allow-list", header: http.Header{"X-Fail": {"1"}}, status: 500},
+		{name: "evaluation error", header: http.Header{"X-Eval-Error": {"1"}}, status: 500},
 		{name: "scope an array", claims: map[string]any{"scope": []string{"orders:read"}}, status: 401},
 		{name: "fractional exp", claims: map[string]any{"exp": json.Number(fmt.Sprintf("%d.5", exp))}, status: 200},
 		{name: "client_id not a string", claims: map[string]any{"client_id": 7}, status: 401},
@@ -79,7 +93,7 @@ func TestRunAndEvalAgree(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Fatalf("run: status %d, want %d", resp.StatusCode, tc.status)
 			}
-			ev, err := e.gw.Eval(context.Background(), EvalRequest{Method: method, Target: path, Host: host, Header: header, Token: tok})
+			ev, err := evalGW.Eval(context.Background(), EvalRequest{Method: method, Target: path, Host: host, Header: header, Token: tok})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,4 +173,34 @@ func loggedDecision(t *testing.T, file, id string, want bool) map[string]any {
 	}
 	t.Fatalf("no decision log entry for %s", id)
 	return nil
+}
+
+// TestDryRunOnlyOnAnEvalGateway: a serving gateway never reads a token
+// without verifying it, and an eval-only gateway never serves.
+func TestDryRunOnlyOnAnEvalGateway(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.issuer.mint(t, nil)
+	if _, err := e.gw.Eval(context.Background(), EvalRequest{Method: "GET", Target: "/orders/1", Token: tok}); err == nil {
+		t.Error("a serving gateway ran Eval")
+	}
+	evalGW, err := New(context.Background(), e.cfg, Options{EvalOnly: true, Policies: policies.FS, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(evalGW.Close)
+	if evalGW.Ready() == nil {
+		t.Error("an eval-only gateway says it is ready to serve")
+	}
+	srv := httptest.NewServer(evalGW.Handler())
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest("GET", srv.URL+"/orders/1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || len(e.upstream.requests()) != 0 {
+		t.Errorf("an eval-only gateway answered %d and proxied %d requests", resp.StatusCode, len(e.upstream.requests()))
+	}
 }

@@ -67,8 +67,14 @@ func (g *Gateway) prepare(c echo.Context, rt *route, dry *dryRun) (*call, error)
 // token, or the claims standing for it, without verifying anything.
 func (g *Gateway) authenticate(ctx context.Context, raw string, dry *dryRun) (*authn.Principal, error) {
 	switch {
+	case dry == nil && g.evalOnly:
+		return nil, errors.New("gateway: built for eval only; it verifies no tokens")
 	case dry == nil:
 		return g.verifier.Verify(ctx, raw)
+	case !g.evalOnly:
+		// Only Eval sets a dry run, and only on an EvalOnly gateway: a
+		// serving gateway never reads a token without verifying it.
+		return nil, errors.New("gateway: a dry run on a serving gateway")
 	case dry.claims != nil:
 		return authn.ClaimsUnverified(dry.claims)
 	}
@@ -76,35 +82,36 @@ func (g *Gateway) authenticate(ctx context.Context, raw string, dry *dryRun) (*a
 }
 
 // decide asks the policy about in and checks the decision against up's
-// limits. A deny is a *denyError; a policy error wraps policy.ErrPolicy.
-// With trace set, the evaluation trace is written to it (eval --explain).
-func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (policy.Decision, error) {
+// limits. decided says whether the policy returned a decision (d), even
+// one that breaks the contract: false only on an evaluation error. A deny
+// is a *denyError; a policy error wraps policy.ErrPolicy. With trace set,
+// the evaluation trace is written to it (eval --explain).
+func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (d policy.Decision, decided bool, err error) {
 	start := time.Now()
 	engine := g.policy.Load()
-	var d policy.Decision
-	var err error
 	if trace != nil {
 		d, err = engine.Explain(ctx, in, trace)
 	} else {
 		d, err = engine.Decide(ctx, in)
 	}
 	if err == nil {
+		decided = true
 		err = d.Check(up.limits)
 	}
 	switch {
 	case err != nil:
 		g.obs.Decision(telemetry.PolicyFailed, time.Since(start))
-		return d, err
+		return d, decided, err
 	case !d.Allow:
 		g.obs.Decision(telemetry.Denied, time.Since(start))
 		reason := d.Reason
 		if reason == "" {
 			reason = "denied by policy"
 		}
-		return d, &denyError{status: d.DenyStatus(), reason: reason}
+		return d, true, &denyError{status: d.DenyStatus(), reason: reason}
 	}
 	g.obs.Decision(telemetry.Allowed, time.Since(start))
-	return d, nil
+	return d, true, nil
 }
 
 // obtain gets the downstream token the decision asks for.
@@ -148,20 +155,20 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		d, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
+		d, decided, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
 		if dry != nil {
-			dry.input, dry.decision, dry.decided = cl.input, d, !errors.Is(err, policy.ErrPolicy)
+			dry.input, dry.decision, dry.decided = cl.input, d, decided
 			if err != nil {
 				return err
 			}
 			return c.NoContent(http.StatusOK)
 		}
 		if err != nil {
-			g.logDecision(cl, d, err, nil)
+			g.logDecision(cl, d, decided, err, nil)
 			return err
 		}
 		treq, tok, outcome, err := g.obtain(ctx, cl, d)
-		g.logDecision(cl, d, nil, &telemetry.TokenOutcome{Name: rt.upstream.binding.Name, Outcome: string(outcome), Error: errString(err)})
+		g.logDecision(cl, d, true, nil, &telemetry.TokenOutcome{Name: rt.upstream.binding.Name, Outcome: string(outcome), Error: errString(err)})
 		if err != nil {
 			return err
 		}
@@ -170,9 +177,10 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 	}
 }
 
-// logDecision writes the decision log entry for one request. A policy
-// error leaves no result; a deny or a token failure is named in error.
-func (g *Gateway) logDecision(cl *call, d policy.Decision, err error, tok *telemetry.TokenOutcome) {
+// logDecision writes the decision log entry for one request: the decision
+// as the policy returned it, none when evaluation failed; a deny, a
+// decision that breaks the contract or a token failure is named in error.
+func (g *Gateway) logDecision(cl *call, d policy.Decision, decided bool, err error, tok *telemetry.TokenOutcome) {
 	if !g.obs.LogsDecisions() {
 		return
 	}
@@ -180,7 +188,7 @@ func (g *Gateway) logDecision(cl *call, d policy.Decision, err error, tok *telem
 		DecisionID: g.ids.next(""), RequestID: requestID(cl.r), Timestamp: time.Now(),
 		Path: g.policy.Load().Query(), Input: cl.input, Result: d, Error: errString(err), TokenSource: tok,
 	}
-	if errors.Is(err, policy.ErrPolicy) {
+	if !decided {
 		e.Result = nil
 	}
 	g.obs.LogDecision(e)

@@ -83,6 +83,31 @@ func (d *Discovery) Metadata(ctx context.Context) (*Metadata, error) {
 	}
 }
 
+// TokenEndpoint returns the issuer's token_endpoint.
+func (d *Discovery) TokenEndpoint(ctx context.Context) (string, error) {
+	return d.endpoint(ctx, "token_endpoint", func(m *Metadata) string { return m.TokenEndpoint })
+}
+
+// JWKSURI returns the issuer's jwks_uri.
+func (d *Discovery) JWKSURI(ctx context.Context) (string, error) {
+	return d.endpoint(ctx, "jwks_uri", func(m *Metadata) string { return m.JWKSURI })
+}
+
+// endpoint returns one endpoint of the metadata. A document that lacks it
+// is not kept: the issuer may publish it later, and the next call fetches
+// the document again.
+func (d *Discovery) endpoint(ctx context.Context, name string, get func(*Metadata) string) (string, error) {
+	doc, err := d.Metadata(ctx)
+	if err != nil {
+		return "", err
+	}
+	if v := get(doc); v != "" {
+		return v, nil
+	}
+	d.doc.CompareAndSwap(doc, nil)
+	return "", &MetadataError{URL: d.URL(), Reason: "no " + name + "; configure it, or publish it in the document"}
+}
+
 func (d *Discovery) fetch(ctx context.Context) (*Metadata, error) {
 	u := d.URL()
 	body, err := GetJSON(ctx, d.client, u)

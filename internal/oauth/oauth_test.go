@@ -21,6 +21,7 @@ type metadataServer struct {
 	mu     sync.Mutex
 	status int
 	issuer string // "" means the server's own URL
+	noJWKS bool   // leave jwks_uri out of the document
 	gate   chan struct{}
 	first  chan struct{} // closed when the first request arrives
 	once   sync.Once
@@ -33,7 +34,7 @@ func newMetadataServer(t *testing.T) *metadataServer {
 		m.hits.Add(1)
 		m.once.Do(func() { close(m.first) })
 		m.mu.Lock()
-		status, issuer, gate := m.status, m.issuer, m.gate
+		status, issuer, gate, noJWKS := m.status, m.issuer, m.gate, m.noJWKS
 		m.mu.Unlock()
 		if gate != nil {
 			<-gate
@@ -42,7 +43,11 @@ func newMetadataServer(t *testing.T) *metadataServer {
 			issuer = m.srv.URL
 		}
 		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(Metadata{Issuer: issuer, TokenEndpoint: m.srv.URL + "/token", JWKSURI: m.srv.URL + "/jwks"})
+		doc := Metadata{Issuer: issuer, TokenEndpoint: m.srv.URL + "/token", JWKSURI: m.srv.URL + "/jwks"}
+		if noJWKS {
+			doc.JWKSURI = ""
+		}
+		_ = json.NewEncoder(w).Encode(doc)
 	}))
 	t.Cleanup(m.srv.Close)
 	return m
@@ -73,6 +78,27 @@ func TestDiscoveryFailureIsNotKept(t *testing.T) {
 	m.mu.Unlock()
 	if _, err := d.Metadata(context.Background()); err != nil {
 		t.Errorf("after the server recovered: %v", err)
+	}
+}
+
+// TestDiscoveryWithoutTheEndpoint: a document that lacks the endpoint a
+// caller needs is not kept, so the issuer's fix is seen without a restart.
+func TestDiscoveryWithoutTheEndpoint(t *testing.T) {
+	m := newMetadataServer(t)
+	m.noJWKS = true
+	d := NewDiscovery(m.srv.URL, m.srv.Client())
+	var me *MetadataError
+	if _, err := d.JWKSURI(context.Background()); !errors.As(err, &me) || !strings.Contains(err.Error(), "no jwks_uri") {
+		t.Fatalf("err = %v, want a metadata error naming jwks_uri", err)
+	}
+	m.mu.Lock()
+	m.noJWKS = false
+	m.mu.Unlock()
+	if uri, err := d.JWKSURI(context.Background()); err != nil || uri != m.srv.URL+"/jwks" {
+		t.Errorf("after the issuer published it: %q, %v", uri, err)
+	}
+	if ep, err := d.TokenEndpoint(context.Background()); err != nil || ep != m.srv.URL+"/token" {
+		t.Errorf("token endpoint: %q, %v", ep, err)
 	}
 }
 

@@ -115,14 +115,7 @@ func (c *Client) Endpoint(ctx context.Context) (string, error) {
 	if c.opts.TokenEndpoint != "" {
 		return c.opts.TokenEndpoint, nil
 	}
-	doc, err := c.opts.Discovery.Metadata(ctx)
-	if err != nil {
-		return "", err
-	}
-	if doc.TokenEndpoint == "" {
-		return "", &MetadataError{URL: c.opts.Discovery.URL(), Reason: "no token_endpoint; configure the token endpoint"}
-	}
-	return doc.TokenEndpoint, nil
+	return c.opts.Discovery.TokenEndpoint(ctx)
 }
 
 // Token posts form, the grant's fields, to the token endpoint with the
@@ -192,7 +185,13 @@ func readAnswer(resp *http.Response, raw []byte, now time.Time) (*Token, error) 
 		return nil, fail(fmt.Sprintf("token endpoint answered %d", status), nil)
 	}
 	a, perr := parseAnswer(resp.Header.Get("Content-Type"), raw)
+	if perr != nil {
+		// A field of the wrong type elsewhere must not hide an OAuth error.
+		a.Error, a.ErrorDescription = errorFields(raw)
+	}
 	switch {
+	case perr != nil && a.Error != "" && !slices.Contains(codesUnavailable, a.Error):
+		return nil, &Error{Code: LogSafe(a.Error, 64), Description: LogSafe(a.ErrorDescription, 256), Status: status}
 	case perr == nil && a.Error != "" && slices.Contains(codesUnavailable, a.Error):
 		return nil, fail(fmt.Sprintf("token endpoint answered %d with %s", status, LogSafe(a.Error, 64)), nil)
 	case perr == nil && a.Error != "":
@@ -217,6 +216,18 @@ func readAnswer(resp *http.Response, raw []byte, now time.Time) (*Token, error) 
 		return nil, fail(err.Error(), nil)
 	}
 	return &Token{AccessToken: a.AccessToken, TokenType: a.TokenType, Expiry: exp, Scope: a.Scope, IssuedTokenType: a.IssuedTokenType}, nil
+}
+
+// errorFields reads error and error_description from a JSON body, each
+// only if it is a string.
+func errorFields(raw []byte) (code, desc string) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return "", ""
+	}
+	_ = json.Unmarshal(fields["error"], &code)
+	_ = json.Unmarshal(fields["error_description"], &desc)
+	return code, desc
 }
 
 // parseAnswer reads a body as JSON, or as a form when the content type

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +82,24 @@ func NewDecisionLog(output string, masks []string, dropped func()) (*DecisionLog
 	l.wg.Add(1)
 	go l.run()
 	return l, nil
+}
+
+// CheckOutput reports, without creating anything, whether NewDecisionLog
+// could open output: a file's directory must exist, and an existing file
+// must not be a directory.
+func CheckOutput(output string) error {
+	switch output {
+	case "off", "", "stdout":
+		return nil
+	}
+	if info, err := os.Stat(output); err == nil && info.IsDir() {
+		return fmt.Errorf("decision log: %s is a directory; give a file path", output)
+	}
+	dir := filepath.Dir(output)
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		return fmt.Errorf("decision log: %s: the directory %s does not exist", output, dir)
+	}
+	return nil
 }
 
 // Log queues e. It never blocks; after Close it drops e.

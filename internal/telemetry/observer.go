@@ -17,10 +17,14 @@ type Observer struct {
 	log     *DecisionLog // nil: decisions are not logged
 }
 
+// DefaultDecisionLog is where decisions are logged unless configured
+// otherwise.
+const DefaultDecisionLog = "stdout"
+
 // ObserverOptions configure an Observer.
 type ObserverOptions struct {
-	// DecisionLog is where decisions are logged: "stdout", a file path,
-	// or "off" (the default, also for "").
+	// DecisionLog is where decisions are logged: "stdout"
+	// (DefaultDecisionLog), a file path, or "off"; "" is off too.
 	DecisionLog string
 	// Masks are JSON pointers removed from every logged input.
 	Masks []string

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -29,13 +30,15 @@ type CacheOptions struct {
 	// default.
 	MaxEntries int
 	// RefreshBeforeExpiry: a token is not served from cache in its last
-	// this-long. Default: 30s.
+	// this-long; 0 serves it until it expires (DefaultCacheOptions: 30s).
 	RefreshBeforeExpiry time.Duration
-	// DefaultTTL is used for a token whose expiry is unknown. Default: 60s.
+	// DefaultTTL is used for a token whose expiry is unknown; 0 or less
+	// means the default (60s).
 	DefaultTTL time.Duration
-	// NegativeTTL: an identity provider's refusal is remembered this long
-	// per key, so a caller who is refused cannot make audgate ask again on
-	// every request. 0 turns it off.
+	// NegativeTTL: an identity provider's refusal (or a *ConfigError) is
+	// remembered this long per key, so a caller who is refused cannot make
+	// audgate ask again on every request. 0 turns it off
+	// (DefaultCacheOptions: 5s).
 	NegativeTTL time.Duration
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
@@ -78,7 +81,7 @@ type Binding struct {
 	// Source fills misses.
 	Source Source
 	// PerCaller: tokens depend on the caller's token (token exchange,
-	// self-signed), so the key includes its hash.
+	// jwt-bearer, self-signed), so the key includes its hash.
 	PerCaller bool
 	// Timeout bounds one shared source request. Default: DefaultTimeout.
 	Timeout time.Duration
@@ -139,7 +142,7 @@ func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Ou
 		defer cancel()
 		tok, err := sb.Source.Token(fctx, req)
 		if err != nil {
-			if IsRefusal(err) && c.opts.NegativeTTL > 0 {
+			if remembered(err) && c.opts.NegativeTTL > 0 {
 				c.remember(key, err)
 			}
 			return nil, err
@@ -172,6 +175,14 @@ func (c *Cache) lookup(key string) *cached {
 		}
 	}
 	return nil
+}
+
+// remembered reports whether err is kept for negative_ttl: an IdP's
+// refusal, or metadata that contradicts the configuration. An unavailable
+// IdP is never remembered: it may answer the next request.
+func remembered(err error) bool {
+	var ce *ConfigError
+	return IsRefusal(err) || errors.As(err, &ce)
 }
 
 // remember keeps a refusal for negative_ttl.

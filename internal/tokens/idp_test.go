@@ -280,6 +280,7 @@ func TestAnswers(t *testing.T) {
 		{name: "form-encoded 200 carrying an error", status: 200, header: form, body: `error=access_denied`, wantCode: "access_denied"},
 		{name: "invalid_grant", status: 400, body: `{"error":"invalid_grant","error_description":"subject token expired"}`, wantCode: "invalid_grant"},
 		{name: "invalid_request", status: 400, body: `{"error":"invalid_request"}`, wantCode: "invalid_request"},
+		{name: "error with an odd description", status: 400, body: `{"error":"invalid_grant","error_description":{"en":"expired"},"scope":["a"]}`, wantCode: "invalid_grant"},
 		{name: "invalid_target", status: 400, body: `{"error":"invalid_target"}`, wantCode: "invalid_target"},
 		{name: "invalid_client", status: 401, body: `{"error":"invalid_client"}`, wantCode: "invalid_client"},
 		{name: "form-encoded error", status: 400, header: form, body: `error=access_denied`, wantCode: "access_denied"},

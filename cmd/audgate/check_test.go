@@ -136,13 +136,44 @@ func TestEval(t *testing.T) {
 	}
 }
 
-func TestCheckRefusesOPAPlugins(t *testing.T) {
-	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
-	raw, _ := os.ReadFile(cfg)
-	doc := strings.Replace(string(raw), `policy: {path:`, `policy: {opa: {services: {acme: {url: "https://bundles.example.com"}}}, path:`, 1)
-	_ = os.WriteFile(cfg, []byte(doc), 0o600)
-	if err := check(context.Background(), cfg, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "policy.opa") {
-		t.Errorf("err = %v, want policy.opa refused", err)
+// TestCheckValidatesOPAConfig: check validates policy.opa as OPA does,
+// without downloading anything.
+func TestCheckValidatesOPAConfig(t *testing.T) {
+	tests := []struct {
+		name, opa, wantErr, wantOut string
+	}{
+		{name: "a bundle from a service", opa: `{services: {acme: {url: "https://bundles.example.com"}}, bundles: {authz: {service: acme, resource: bundles/authz.tar.gz}}}`,
+			wantOut: "the policy comes from bundles"},
+		{name: "a bundle from an unknown service", opa: `{services: {acme: {url: "https://bundles.example.com"}}, bundles: {authz: {service: nope}}}`,
+			wantErr: "nope"},
+		{name: "decision logs to a service", opa: `{services: {acme: {url: "https://logs.example.com"}}, decision_logs: {service: acme}}`,
+			wantOut: "policy: compiled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+			raw, _ := os.ReadFile(cfg)
+			doc := string(raw)
+			if strings.Contains(tc.opa, "bundles:") {
+				doc = strings.Replace(doc, `policy: {path: "`, `policy: {opa: `+tc.opa+`, x: "`, 1)
+				doc = strings.Replace(doc, `, x: "`, `, y: "`, 1)
+				doc = strings.Replace(doc, `policy: {opa: `+tc.opa+`, y: "`, `policy: {opa: `+tc.opa+`, decision_log: {output: "off"}}`+"\n#", 1)
+			} else {
+				doc = strings.Replace(doc, `policy: {path:`, `policy: {opa: `+tc.opa+`, path:`, 1)
+			}
+			_ = os.WriteFile(cfg, []byte(doc), 0o600)
+			var out bytes.Buffer
+			err := check(context.Background(), cfg, &out)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out.String(), tc.wantOut) {
+				t.Fatalf("err = %v, output %q, want %q", err, out.String(), tc.wantOut)
+			}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -80,13 +81,18 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 	if f.explain {
 		req.Trace = &trace
 	}
+	req.Print = errOut
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the key fetches New starts
-	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler), Policies: policies.FS, EvalOnly: true})
+	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: slog.New(slog.DiscardHandler), Policies: policies.FS,
+		EvalOnly: true, Version: versionString()})
 	if err != nil {
 		return err
 	}
 	defer gw.Close()
+	if err := waitForPolicy(ctx, gw); err != nil {
+		return err
+	}
 	ev, err := gw.Eval(ctx, req)
 	if err != nil {
 		return err
@@ -108,4 +114,27 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 		return fmt.Errorf("%d: %s", ev.Status, ev.Error)
 	}
 	return fmt.Errorf("refused with %d before the policy decided: %s (%s)", ev.Status, ev.Error, ev.Cause)
+}
+
+// policyWait bounds how long eval waits for the configured bundles.
+const policyWait = 30 * time.Second
+
+// waitForPolicy waits until the policy is in force: at once for a local
+// policy, after the first download of every configured bundle.
+func waitForPolicy(ctx context.Context, gw *gateway.Gateway) error {
+	ctx, cancel := context.WithTimeout(ctx, policyWait)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := gw.PolicyReady()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no policy in force after %s: %w", policyWait, err)
+		case <-t.C:
+		}
+	}
 }

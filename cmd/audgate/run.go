@@ -60,7 +60,7 @@ func tuneGC(log *slog.Logger) {
 // accepting, lets in-flight requests finish within server.shutdown_timeout,
 // and returns nil.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: log, Policies: policies.FS})
+	gw, err := gateway.New(ctx, cfg, gateway.Options{Logger: log, Policies: policies.FS, Version: versionString()})
 	if err != nil {
 		return err
 	}

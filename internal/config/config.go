@@ -88,9 +88,17 @@ type Issuer struct {
 
 // Policy configures the Rego policy.
 type Policy struct {
-	// Path is a directory of .rego and .json files. Default: the embedded
-	// policies.
+	// Path is a directory of .rego and .json files, or a bundle file
+	// (.tar.gz). Default: the embedded policies, unless OPA bundles are
+	// configured under opa.
 	Path string `yaml:"path"`
+	// Verification is OPA's bundle verification block for a signed local
+	// bundle file: keys (as OPA's keys section), keyid, scope,
+	// exclude_files. Default: none (the bundle is read unverified).
+	Verification map[string]any `yaml:"verification"`
+	// AllowNetwork lets the policy call http.send and net.lookup_ip_addr,
+	// with OPA's inter-query cache. Default: false (refused at compile).
+	AllowNetwork bool `yaml:"allow_network"`
 	// Query is the decision's Rego reference. Default: data.audgate.decision.
 	Query string `yaml:"query"`
 	// Watch reloads the policy when Path changes; a broken policy keeps the
@@ -100,8 +108,10 @@ type Policy struct {
 	Timeout Duration `yaml:"timeout"`
 	// DecisionLog configures the decision log.
 	DecisionLog DecisionLog `yaml:"decision_log"`
-	// OPA is OPA's own configuration, for its plugins (bundles, decision
-	// logs, status). Default: none.
+	// OPA is OPA's own configuration, exactly as OPA documents it
+	// (services, bundles, decision_logs, status, discovery, keys, labels,
+	// caching), run by OPA's plugin manager inside audgate. With bundles,
+	// the policy comes from them. Default: none.
 	OPA map[string]any `yaml:"opa"`
 }
 
@@ -109,8 +119,8 @@ type Policy struct {
 type DecisionLog struct {
 	// Output is stdout, a file path, or off. Default: stdout.
 	Output string `yaml:"output"`
-	// Mask lists JSON pointers removed from the logged input, e.g.
-	// /token/claims/email. Default: none.
+	// Mask lists JSON pointers, rooted at the decision log event, erased
+	// from every event, e.g. /input/token/claims/email. Default: none.
 	Mask []string `yaml:"mask"`
 }
 

@@ -35,7 +35,7 @@ policy:
   query: data.audgate.decision
   decision_log:
     output: /var/log/audgate-$${HOSTNAME}.log
-    mask: [/token/claims/email]
+    mask: [/input/token/claims/email]
   opa:
     services:
       acme:
@@ -185,7 +185,9 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		{"policy query empty", "query: data.audgate.decision", `query: ""`, "policy.query", "empty"},
 		{"policy timeout", "query: data.audgate.decision", "query: data.audgate.decision\n  timeout: 0s", "policy.timeout", "positive"},
 		{"decision log output empty", "output: /var/log/audgate-$${HOSTNAME}.log", `output: ""`, "policy.decision_log.output", "empty"},
-		{"mask not a pointer", "mask: [/token/claims/email]", "mask: [token/claims/email]", "policy.decision_log.mask[0]", "JSON pointer"},
+		{"mask not a pointer", "mask: [/input/token/claims/email]", "mask: [token/claims/email]", "policy.decision_log.mask[0]", "JSON pointer"},
+		{"mask rooted at the input, as before", "mask: [/input/token/claims/email]", "mask: [/token/claims/email]", "policy.decision_log.mask[0]", "write /input/token/claims/email"},
+		{"verification without a bundle file", "mask: [/input/token/claims/email]", "mask: [/input/token/claims/email]\n  verification: {keyid: k}", "policy.verification", "not a bundle file"},
 		{"opa not a mapping", "  opa:\n    services:", "  opa: [1]\n  x_opa:\n    services:", "policy.opa", "mapping"},
 		{"token source name empty", "  - name: m2m\n", "  - name: \"\"\n", "token_sources[1].name", "empty"},
 		{"duplicate token source name", "  - name: m2m\n", "  - name: idp\n", "token_sources[1].name", "already the name of token_sources[0]"},

@@ -246,9 +246,15 @@ func (v *validator) policy(p *Policy) {
 		v.add("policy.decision_log.output", "empty; write stdout, off or a file path")
 	}
 	for i, m := range p.DecisionLog.Mask {
-		if !strings.HasPrefix(m, "/") {
-			v.add(fmt.Sprintf("policy.decision_log.mask[%d]", i), "%q is not a JSON pointer; start it with /, e.g. /token/claims/email", m)
+		switch {
+		case !strings.HasPrefix(m, "/"):
+			v.add(fmt.Sprintf("policy.decision_log.mask[%d]", i), "%q is not a JSON pointer; start it with /, e.g. /input/token/claims/email", m)
+		case m != "/input" && m != "/result" && !strings.HasPrefix(m, "/input/") && !strings.HasPrefix(m, "/result/"):
+			v.add(fmt.Sprintf("policy.decision_log.mask[%d]", i), "%q is not under /input or /result; pointers are rooted at the decision log event, as OPA's are: write /input%s", m, m)
 		}
+	}
+	if len(p.Verification) > 0 && !strings.HasSuffix(p.Path, ".tar.gz") && !strings.HasSuffix(p.Path, ".tgz") {
+		v.add("policy.verification", "set, but policy.path is not a bundle file (.tar.gz); remove it, or point policy.path at the signed bundle")
 	}
 }
 

@@ -110,6 +110,8 @@ func errorResponse(err error) response {
 		return response{status: 401, code: "invalid_token", desc: "token expired", challenge: challenge("invalid_token", "token expired"), level: slog.LevelInfo}
 	case errors.As(err, &deny):
 		return denyResponse(deny)
+	case errors.Is(err, policy.ErrNotReady):
+		return response{status: 503, code: "temporarily_unavailable", desc: "the gateway's policy is not loaded yet; try again later", retryAfter: "5", level: slog.LevelWarn}
 	case errors.Is(err, policy.ErrPolicy):
 		return response{status: 500, code: "policy_error", desc: "the policy could not decide", level: slog.LevelError}
 	case errors.Is(err, proxy.ErrTimeout):

@@ -8,18 +8,20 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -52,6 +54,12 @@ type Options struct {
 	// PolicyWatchInterval is how often policy.path is checked for changes
 	// when policy.watch is on. Default: 2s.
 	PolicyWatchInterval time.Duration
+	// Version is audgate's version, for OPA's labels and status. Default:
+	// "(devel)".
+	Version string
+	// InstanceID names this replica in OPA's labels and status. Default:
+	// the host name and a random suffix.
+	InstanceID string
 	// EvalOnly builds a gateway for Eval alone (audgate eval): it fetches
 	// no keys, logs no decisions and does not watch the policy, and only
 	// such a gateway reads callers' tokens without verifying them.
@@ -64,7 +72,8 @@ type Gateway struct {
 	cfg        *config.Config
 	log        *slog.Logger
 	verifier   *authn.Verifier
-	policy     atomic.Pointer[policy.Engine] // swapped whole on reload
+	policy     *policy.Runtime
+	events     *telemetry.EventLog // the local decision log; nil when off
 	cache      *tokens.Cache
 	obs        *telemetry.Observer
 	workers    *policy.Workers
@@ -103,9 +112,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if err := refuseUnhonoured(cfg); err != nil {
-		return nil, err
-	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{},
 		tokenViews: authn.NewAttachment(newTokenView), evalOnly: opts.EvalOnly}
@@ -116,29 +122,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		NegativeTTL:         cfg.Cache.NegativeTTL.D(),
 		Now:                 opts.Now,
 	})
-	output := cfg.Policy.DecisionLog.Output
-	if opts.EvalOnly {
-		output = "off"
-	}
-	var err error
-	g.obs, err = telemetry.NewObserver(telemetry.ObserverOptions{
-		DecisionLog: output,
-		// Cookies are credentials: they never reach the decision log.
-		Masks:        append([]string{"/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...),
-		CacheEntries: func() float64 { return float64(g.cache.Len()) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("policy.decision_log: %w", err)
-	}
+	g.obs = telemetry.NewObserver(func() float64 { return float64(g.cache.Len()) })
 	ao := authnOptions(cfg, opts)
 	ao.OnJWKSFetch = g.obs.JWKSFetch
+	var err error
 	if opts.EvalOnly {
 		err = authn.Check(ao) // eval verifies nothing: no keys to fetch
 	} else {
 		g.verifier, err = authn.New(ctx, ao)
 	}
 	if err != nil {
-		_ = g.obs.Close()
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
 	g.workers = policy.NewWorkers(0)
@@ -148,41 +141,85 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 			g.Close()
 		}
 	}()
-	popts := policyOptions(cfg, opts.Policies, g.workers)
-	engine, err := policy.New(ctx, popts)
+	if !opts.EvalOnly {
+		if g.events, err = telemetry.OpenEventLog(cfg.Policy.DecisionLog.Output); err != nil {
+			return nil, fmt.Errorf("policy.decision_log: %w", err)
+		}
+	}
+	popts, err := g.policyOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	g.policy.Store(engine)
+	if g.policy, err = policy.Start(ctx, popts); err != nil {
+		return nil, err
+	}
 	if err := g.buildUpstreams(opts); err != nil {
 		return nil, err
 	}
 	g.echo = g.buildRouter()
-	if cfg.Policy.Watch && cfg.Policy.Path != "" && !opts.EvalOnly {
-		every := opts.PolicyWatchInterval
-		if every <= 0 {
-			every = 2 * time.Second
-		}
-		go g.watchPolicy(ctx, popts, every)
-	}
 	ok = true
 	return g, nil
 }
 
-// refuseUnhonoured refuses configuration this version accepts in the file
-// but cannot honour, rather than ignore it.
-func refuseUnhonoured(cfg *config.Config) error {
-	if len(cfg.Policy.OPA) > 0 {
-		return errors.New("policy.opa: OPA plugins (bundles, decision log services) are not supported by this version; remove the section")
+// inputSchema is where the embedded policy file system holds the input's
+// JSON Schema.
+const inputSchema = "schemas/input.json"
+
+// policyOptions are the policy's options, the same for New and Check:
+// where the policy comes from, the rules it compiles by, OPA's own
+// configuration, and where decisions, print() output and reloads go.
+func (g *Gateway) policyOptions(opts Options) (policy.Options, error) {
+	cfg := g.cfg
+	po := policy.Options{
+		Path: cfg.Policy.Path, Modules: opts.Policies, Verification: cfg.Policy.Verification,
+		Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D(), Workers: g.workers,
+		AllowNetwork: cfg.Policy.AllowNetwork, OPA: cfg.Policy.OPA,
+		InstanceID: opts.InstanceID, Version: opts.Version,
+		// Cookies are credentials: they never reach the decision log.
+		Masks:        append([]string{"/input/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...),
+		OnLogDropped: g.obs.DecisionLogDropped,
+		OnReload:     g.obs.PolicyReload,
+		Print:        g.policyPrint,
+		Logger:       g.log,
 	}
-	return nil
+	if g.events != nil {
+		po.DecisionLog = g.events
+	}
+	if po.InstanceID == "" {
+		po.InstanceID = instanceID()
+	}
+	if po.Version == "" {
+		po.Version = "(devel)"
+	}
+	if cfg.Policy.Watch && !opts.EvalOnly {
+		po.WatchInterval = opts.PolicyWatchInterval
+		if po.WatchInterval <= 0 {
+			po.WatchInterval = 2 * time.Second
+		}
+	}
+	if opts.EvalOnly {
+		// eval sends nothing anywhere: no decision logs, no status.
+		po.OPA = maps.Clone(po.OPA)
+		delete(po.OPA, "decision_logs")
+		delete(po.OPA, "status")
+	}
+	if opts.Policies != nil {
+		if schema, err := fs.ReadFile(opts.Policies, inputSchema); err == nil {
+			po.InputSchema = schema
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return po, fmt.Errorf("policy: %s: %w", inputSchema, err)
+		}
+	}
+	return po, nil
 }
 
-// policyOptions are the policy's compile options, the same for New, Check
-// and every reload.
-func policyOptions(cfg *config.Config, embedded fs.FS, workers *policy.Workers) policy.Options {
-	return policy.Options{Path: cfg.Policy.Path, Modules: embedded, Query: cfg.Policy.Query,
-		Timeout: cfg.Policy.Timeout.D(), Workers: workers}
+// instanceID names this replica: its host name (a pod's name) and a
+// random suffix, as OPA names its instances.
+func instanceID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return strings.Trim(host+"-"+hex.EncodeToString(b[:]), "-")
 }
 
 func authnOptions(cfg *config.Config, opts Options) authn.Options {
@@ -348,20 +385,34 @@ func (g *Gateway) AdminHandler() http.Handler {
 	return mux
 }
 
-// Ready reports whether the gateway can serve: the policy is compiled (New
-// did that) and every issuer's keys have been fetched once. An EvalOnly
-// gateway never serves.
+// Ready reports whether the gateway can serve: a policy is in force (every
+// configured bundle activated once) and every issuer's keys have been
+// fetched once. An EvalOnly gateway never serves.
 func (g *Gateway) Ready() error {
 	if g.evalOnly {
 		return errors.New("gateway: built for eval only")
 	}
-	return g.verifier.Ready()
+	return errors.Join(g.policy.Ready(), g.verifier.Ready())
 }
 
-// Close flushes the decision log and releases idle upstream connections.
+// PolicyReady reports whether a policy is in force, for eval to wait on.
+func (g *Gateway) PolicyReady() error { return g.policy.Ready() }
+
+// Close stops OPA's plugins (uploading what decision logs and status they
+// hold, as OPA does on shutdown), flushes the local decision log and
+// releases idle upstream connections.
 func (g *Gateway) Close() {
-	g.workers.Close()
-	_ = g.obs.Close()
+	if g.policy != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.policy.Close(ctx)
+		cancel()
+	}
+	if g.workers != nil {
+		g.workers.Close()
+	}
+	if g.events != nil {
+		_ = g.events.Close()
+	}
 	for _, u := range g.ups {
 		u.proxy.Close()
 	}

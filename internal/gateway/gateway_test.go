@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -431,18 +432,22 @@ func TestWellKnown(t *testing.T) {
 	}
 }
 
+// TestDecisionLog: every decision becomes one OPA decision log event
+// (EventV1), with the input masked (configured pointers and, always, the
+// cookie), the policy's raw result, the bundles in force, labels and
+// audgate's own fields under custom.
 func TestDecisionLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.log")
 	e := newEnv(t, func(doc string) string {
 		return strings.Replace(doc, `decision_log: {output: "off"}`,
-			`decision_log: {output: "`+path+`", mask: [/token/claims/email]}`, 1)
+			`decision_log: {output: "`+path+`", mask: [/input/token/claims/email]}`, 1)
 	})
 	inbound := e.issuer.mint(t, map[string]any{"email": "alice@example.com"})
-	hdr := http.Header{"Cookie": {"session=secret-cookie"}}
+	hdr := http.Header{"Cookie": {"session=secret-cookie"}, "X-Request-Id": {"req-allow"}}
 	if resp := e.do(t, "GET", "/orders/1?q=1", inbound, hdr, ""); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if resp := e.do(t, "DELETE", "/orders/1", e.issuer.mint(t, map[string]any{"permissions": []string{}}), nil, ""); resp.StatusCode != 403 {
+	if resp := e.do(t, "DELETE", "/orders/1", e.issuer.mint(t, map[string]any{"permissions": []string{}}), http.Header{"X-Request-Id": {"req-deny"}}, ""); resp.StatusCode != 403 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	e.gw.Close() // flushes the log
@@ -459,25 +464,41 @@ func TestDecisionLog(t *testing.T) {
 			t.Errorf("decision log carries %q", secret)
 		}
 	}
-	var allow, deny struct {
-		DecisionID  string                     `json:"decision_id"`
-		Path        string                     `json:"path"`
-		Input       map[string]json.RawMessage `json:"input"`
-		Result      map[string]any             `json:"result"`
-		Error       string                     `json:"error"`
-		TokenSource map[string]string          `json:"token_source"`
+	type event struct {
+		DecisionID string                     `json:"decision_id"`
+		Path       string                     `json:"path"`
+		Labels     map[string]string          `json:"labels"`
+		Bundles    map[string]map[string]any  `json:"bundles"`
+		Input      map[string]json.RawMessage `json:"input"`
+		Result     map[string]any             `json:"result"`
+		Erased     []string                   `json:"erased"`
+		Metrics    map[string]any             `json:"metrics"`
+		Timestamp  string                     `json:"timestamp"`
+		Custom     map[string]any             `json:"custom"`
 	}
+	var allow, deny event
 	_ = json.Unmarshal([]byte(lines[0]), &allow)
 	_ = json.Unmarshal([]byte(lines[1]), &deny)
-	if allow.DecisionID == "" || allow.Path != "data.audgate.decision" || allow.Result["allow"] != true ||
-		allow.TokenSource["name"] != "self" || allow.TokenSource["outcome"] != "miss" || allow.Input["request"] == nil {
-		t.Errorf("allow entry: %s", lines[0])
+	if allow.DecisionID == "" || allow.Path != "audgate/decision" || allow.Result["allow"] != true || allow.Input["request"] == nil ||
+		allow.Labels["id"] == "" || allow.Labels["version"] == "" || allow.Timestamp == "" || allow.Metrics["timer_rego_query_eval_ns"] == nil {
+		t.Errorf("allow event: %s", lines[0])
+	}
+	if rev, _ := allow.Bundles["audgate"]["revision"].(string); len(rev) != 64 {
+		t.Errorf("bundles: %v, want the local policy's SHA-256 as its revision", allow.Bundles)
+	}
+	if !slices.Contains(allow.Erased, "/input/token/claims/email") || !slices.Contains(allow.Erased, "/input/request/headers/cookie") {
+		t.Errorf("erased: %v", allow.Erased)
+	}
+	ts, _ := allow.Custom["token_source"].(map[string]any)
+	if allow.Custom["request_id"] != "req-allow" || allow.Custom["http_status"] != float64(200) || ts["name"] != "self" || ts["outcome"] != "miss" {
+		t.Errorf("allow custom: %v", allow.Custom)
 	}
 	if !strings.Contains(string(allow.Input["request"]), `"q":["1"]`) {
 		t.Errorf("query lost: %s", allow.Input["request"])
 	}
-	if deny.Result["allow"] != false || !strings.Contains(deny.Error, "needs the permission orders:write") || deny.TokenSource != nil {
-		t.Errorf("deny entry: %s", lines[1])
+	if deny.Result["allow"] != false || deny.Custom["request_id"] != "req-deny" || deny.Custom["http_status"] != float64(403) ||
+		!strings.Contains(fmt.Sprint(deny.Custom["reason"]), "needs the permission orders:write") || deny.Custom["token_source"] != nil {
+		t.Errorf("deny event: %s", lines[1])
 	}
 }
 

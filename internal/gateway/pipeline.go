@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -81,37 +82,57 @@ func (g *Gateway) authenticate(ctx context.Context, raw string, dry *dryRun) (*a
 	return authn.ParseUnverified(raw)
 }
 
+// verdict is what the policy stage came to.
+type verdict struct {
+	// decision is the policy's decision; decided says whether there was
+	// one, even one that breaks the contract: false on an evaluation error
+	// or when no policy is in force.
+	decision policy.Decision
+	decided  bool
+	// engine is the policy that decided, took how long it took.
+	engine *policy.Engine
+	took   time.Duration
+}
+
+// errPolicyNotReady: no policy in force yet (bundles not activated).
+var errPolicyNotReady = policy.ErrNotReady
+
 // decide asks the policy about in and checks the decision against up's
-// limits. decided says whether the policy returned a decision (d), even
-// one that breaks the contract: false only on an evaluation error. A deny
-// is a *denyError; a policy error wraps policy.ErrPolicy. With trace set,
-// the evaluation trace is written to it (eval --explain).
-func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (d policy.Decision, decided bool, err error) {
+// limits. A deny is a *denyError; a policy error wraps policy.ErrPolicy.
+// With trace set, the evaluation trace is written to it (eval --explain).
+func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (verdict, error) {
+	var v verdict
 	start := time.Now()
-	engine := g.policy.Load()
-	if trace != nil {
-		d, err = engine.Explain(ctx, in, trace)
-	} else {
-		d, err = engine.Decide(ctx, in)
+	v.engine = g.policy.Engine()
+	if v.engine == nil {
+		return v, fmt.Errorf("%w: %v", errPolicyNotReady, g.policy.Ready())
 	}
+	var err error
+	if trace != nil {
+		v.decision, err = v.engine.Explain(ctx, in, trace)
+	} else {
+		v.decision, err = v.engine.Decide(ctx, in)
+	}
+	v.took = time.Since(start)
+	d := &v.decision
 	if err == nil {
-		decided = true
+		v.decided = true
 		err = d.Check(up.limits)
 	}
 	switch {
 	case err != nil:
-		g.obs.Decision(telemetry.PolicyFailed, time.Since(start))
-		return d, decided, err
+		g.obs.Decision(telemetry.PolicyFailed, v.took)
+		return v, err
 	case !d.Allow:
-		g.obs.Decision(telemetry.Denied, time.Since(start))
+		g.obs.Decision(telemetry.Denied, v.took)
 		reason := d.Reason
 		if reason == "" {
 			reason = "denied by policy"
 		}
-		return d, true, &denyError{status: d.DenyStatus(), reason: reason}
+		return v, &denyError{status: d.DenyStatus(), reason: reason}
 	}
-	g.obs.Decision(telemetry.Allowed, time.Since(start))
-	return d, true, nil
+	g.obs.Decision(telemetry.Allowed, v.took)
+	return v, nil
 }
 
 // obtain gets the downstream token the decision asks for.
@@ -149,49 +170,96 @@ func (g *Gateway) forward(w http.ResponseWriter, cl *call, d policy.Decision, tr
 func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		c.Set("upstream", rt.upstream.name)
-		ctx := c.Request().Context()
+		r := c.Request()
+		// print() in the policy names the request it ran for.
+		ctx := context.WithValue(r.Context(), requestIDKey{}, requestID(r))
 		dry := dryRunOf(ctx)
 		cl, err := g.prepare(c, rt, dry)
 		if err != nil {
 			return err
 		}
-		d, decided, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
+		v, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
+		d := v.decision
 		if dry != nil {
-			dry.input, dry.decision, dry.decided = cl.input, d, decided
+			dry.input, dry.decision, dry.decided = cl.input, d, v.decided
 			if err != nil {
 				return err
 			}
 			return c.NoContent(http.StatusOK)
 		}
 		if err != nil {
-			g.logDecision(cl, d, decided, err, nil)
+			g.logDecision(cl, v, err, errorResponse(err).status, nil)
 			return err
 		}
-		treq, tok, outcome, err := g.obtain(ctx, cl, d)
-		g.logDecision(cl, d, true, nil, &telemetry.TokenOutcome{Name: rt.upstream.binding.Name, Outcome: string(outcome), Error: errString(err)})
+		treq, tok, outcome, err := g.obtain(r.Context(), cl, d)
+		to := &tokenOutcome{name: rt.upstream.binding.Name, outcome: string(outcome), errorCode: refusalCode(err)}
 		if err != nil {
+			g.logDecision(cl, v, err, errorResponse(err).status, to)
 			return err
 		}
 		g.forward(c.Response(), cl, d, treq, tok)
+		g.logDecision(cl, v, nil, c.Response().Status, to)
 		return nil
 	}
 }
 
-// logDecision writes the decision log entry for one request: the decision
-// as the policy returned it, none when evaluation failed; a deny, a
-// decision that breaks the contract or a token failure is named in error.
-func (g *Gateway) logDecision(cl *call, d policy.Decision, decided bool, err error, tok *telemetry.TokenOutcome) {
-	if !g.obs.LogsDecisions() {
+// requestIDKey carries the request ID in an evaluation's context.
+type requestIDKey struct{}
+
+// policyPrint receives print() output from the policy: in eval, it goes
+// to eval's writer; otherwise to the log, with the request ID.
+func (g *Gateway) policyPrint(ctx context.Context, location, msg string) {
+	if dry := dryRunOf(ctx); dry != nil && dry.print != nil {
+		fmt.Fprintf(dry.print, "%s: %s\n", location, msg)
 		return
 	}
-	e := &telemetry.DecisionEntry{
-		DecisionID: g.ids.next(""), RequestID: requestID(cl.r), Timestamp: time.Now(),
-		Path: g.policy.Load().Query(), Input: cl.input, Result: d, Error: errString(err), TokenSource: tok,
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	g.log.InfoContext(ctx, "policy print", "request_id", id, "location", location, "message", msg)
+}
+
+// refusalCode is an identity provider's OAuth error code in err, if any.
+func refusalCode(err error) string {
+	var re *tokens.RefusedError
+	if errors.As(err, &re) {
+		return re.Answer.Code
 	}
-	if !decided {
-		e.Result = nil
+	return ""
+}
+
+// logDecision hands one request's decision to the decision log (OPA's
+// event format; the policy runtime masks and ships it off the request
+// path): the input, the policy's raw result (none when evaluation failed),
+// and audgate's own fields under custom.
+func (g *Gateway) logDecision(cl *call, v verdict, err error, status int, tok *tokenOutcome) {
+	if v.engine == nil || !g.policy.LogsDecisions() {
+		return
 	}
-	g.obs.LogDecision(e)
+	custom := map[string]any{"request_id": requestID(cl.r), "http_status": status, "cached": false}
+	var deny *denyError
+	switch {
+	case errors.As(err, &deny):
+		custom["reason"] = deny.reason
+	case err != nil:
+		custom["reason"] = err.Error()
+	}
+	if tok != nil {
+		ts := map[string]any{"name": tok.name, "outcome": tok.outcome}
+		if tok.errorCode != "" {
+			ts["error_code"] = tok.errorCode
+		}
+		custom["token_source"] = ts
+	}
+	r := &policy.Record{DecisionID: g.ids.next(""), Timestamp: time.Now(), Engine: v.engine,
+		Input: cl.input, Decision: v.decision, Eval: v.took, Custom: custom}
+	if !v.decided {
+		r.Err = err
+	}
+	g.policy.Log(r)
+}
+
+// tokenOutcome is how the downstream token was obtained, for the log.
+type tokenOutcome struct {
+	name, outcome, errorCode string
 }
 
 func errString(err error) string {

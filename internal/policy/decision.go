@@ -27,6 +27,10 @@ type Decision struct {
 	Status int `json:"status,omitempty"`
 	// Reason explains a deny; it goes to the decision log and the client.
 	Reason string `json:"reason,omitempty"`
+
+	// Raw is the policy's value, before decoding and checks: what the
+	// decision log records as the result. Nil when undefined.
+	Raw ast.Value `json:"-"`
 }
 
 // ErrPolicy marks an evaluation error or a decision that breaks the

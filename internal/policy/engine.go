@@ -1,21 +1,23 @@
-// Package policy evaluates audgate's Rego policy: it compiles the modules
-// once, prepares the decision query, and turns each request's Input into a
-// checked Decision. It uses OPA's v1 packages (Rego v1 syntax).
+// Package policy evaluates audgate's Rego policy inside OPA's plugin
+// manager, as OPA itself runs it: a Runtime loads the policy (local files,
+// the embedded default, or signed bundles from a bundle service), compiles
+// it by audgate's rules (Rego v1, the input schema, no network builtins
+// unless allowed), prepares the decision query on every change and swaps
+// the Engine in, and hands decisions to OPA's decision log plugin. An
+// Engine turns each request's Input into a checked Decision.
 package policy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path"
 	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -25,102 +27,47 @@ const (
 	DefaultTimeout = 100 * time.Millisecond
 )
 
-// Options configure an Engine.
-type Options struct {
-	// Path is a directory of .rego and .json files, or a bundle .tar.gz.
-	// Empty: Modules is used.
-	Path string
-	// Modules is a file system of .rego files, used when Path is empty
-	// (the embedded default policy). *_test.rego files are skipped.
-	Modules fs.FS
-	// Query is the decision reference. Default: data.audgate.decision.
-	Query string
-	// Timeout bounds one evaluation. Default: 100ms.
-	Timeout time.Duration
-	// Workers, if set, run evaluations (see Workers). Default: the
-	// caller's goroutine.
-	Workers *Workers
-}
-
 // Engine evaluates one compiled policy. It is safe for concurrent use and
-// never changes after New; a reload builds a new Engine.
+// never changes; a policy change prepares a new Engine.
 type Engine struct {
-	query   rego.PreparedEvalQuery
-	queryS  string
-	timeout time.Duration
-	workers *Workers
+	query     rego.PreparedEvalQuery
+	queryS    string
+	path      string            // the query in slash form, e.g. audgate/decision
+	revisions map[string]string // bundle name → revision, for the decision log
+	timeout   time.Duration
+	workers   *Workers
+	rt        *Runtime
 }
 
-// New compiles the policy and prepares the query. Compile errors name the
-// file and line.
-func New(ctx context.Context, opts Options) (*Engine, error) {
-	if opts.Query == "" {
-		opts.Query = DefaultQuery
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
+// prepare prepares the decision query on the manager's current compiler.
+// txn is the transaction that changed the policy: preparation must not
+// open another while it commits.
+func (rt *Runtime) prepare(ctx context.Context, txn storage.Transaction, revisions map[string]string) (*Engine, error) {
 	args := []func(*rego.Rego){
-		rego.Query(opts.Query),
+		rego.Query(rt.opts.Query),
+		rego.Compiler(rt.manager.GetCompiler()),
+		rego.Store(rt.store),
+		rego.Transaction(txn),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.StrictBuiltinErrors(true),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(printHook{rt}),
 		// Decode the decision from the OPA value itself, not from a
 		// converted map.
 		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
 	}
-	switch {
-	case opts.Path != "" && (strings.HasSuffix(opts.Path, ".tar.gz") || strings.HasSuffix(opts.Path, ".tgz")):
-		args = append(args, rego.LoadBundle(opts.Path))
-	case opts.Path != "":
-		args = append(args, rego.Load([]string{opts.Path}, skipTests))
-	case opts.Modules != nil:
-		mods, err := readModules(opts.Modules)
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, mods...)
-	default:
-		return nil, errors.New("policy: no policy: set Path or Modules")
-	}
 	pq, err := rego.New(args...).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("policy: compile %s: %w", source(opts), err)
+		return nil, fmt.Errorf("prepare %s: %w", rt.opts.Query, err)
 	}
-	return &Engine{query: pq, queryS: opts.Query, timeout: opts.Timeout, workers: opts.Workers}, nil
+	return &Engine{query: pq, queryS: rt.opts.Query, path: slashPath(rt.opts.Query), revisions: revisions,
+		timeout: rt.opts.Timeout, workers: rt.opts.Workers, rt: rt}, nil
 }
 
-func source(opts Options) string {
-	if opts.Path != "" {
-		return opts.Path
-	}
-	return "embedded policy"
-}
-
-// skipTests is a loader filter: true skips the file.
-func skipTests(abspath string, info fs.FileInfo, _ int) bool {
-	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
-}
-
-func readModules(fsys fs.FS) ([]func(*rego.Rego), error) {
-	var mods []func(*rego.Rego)
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || path.Ext(p) != ".rego" || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		b, err := fs.ReadFile(fsys, p)
-		if err != nil {
-			return err
-		}
-		mods = append(mods, rego.Module(p, string(b)))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("policy: read modules: %w", err)
-	}
-	if len(mods) == 0 {
-		return nil, errors.New("policy: no .rego modules found")
-	}
-	return mods, nil
+// slashPath writes a query reference as OPA's decision log path:
+// data.audgate.decision is audgate/decision.
+func slashPath(query string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(query, "data."), ".", "/")
 }
 
 // noMetrics spares each evaluation the allocation of OPA's metrics.
@@ -129,9 +76,14 @@ var noMetrics = metrics.NoOp()
 // Query returns the decision reference the engine evaluates.
 func (e *Engine) Query() string { return e.queryS }
 
+// Revisions returns the bundles in force and their revisions. Callers must
+// not change the map.
+func (e *Engine) Revisions() map[string]string { return e.revisions }
+
 // Decide evaluates the policy for in. The returned Decision is decoded but
-// not yet checked against an upstream's limits (see Decision.Check). An
-// undefined decision denies; an evaluation error is an *Error.
+// not yet checked against an upstream's limits (see Decision.Check); its
+// Raw holds the policy's value. An undefined decision denies; an
+// evaluation error is an *Error.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	v, err := in.Value()
 	if err != nil {
@@ -141,6 +93,14 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 		return e.eval(ctx, v)
 	}
 	return e.workers.run(&evaluation{e: e, ctx: ctx, input: v, res: make(chan evalResult, 1)})
+}
+
+func (e *Engine) evalOptions(v ast.Value) []rego.EvalOption {
+	opts := []rego.EvalOption{rego.EvalParsedInput(v), rego.EvalMetrics(noMetrics)}
+	if e.rt.iqCache != nil {
+		opts = append(opts, rego.EvalInterQueryBuiltinCache(e.rt.iqCache), rego.EvalInterQueryBuiltinValueCache(e.rt.iqValue))
+	}
+	return opts
 }
 
 func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
@@ -153,7 +113,12 @@ func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
 	// starts one only if ctx actually ends first.
 	stop := topdown.NewCancel()
 	defer context.AfterFunc(ctx, stop.Cancel)()
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalExternalCancel(stop), rego.EvalMetrics(noMetrics))
+	rs, err := e.query.Eval(ctx, append(e.evalOptions(v), rego.EvalExternalCancel(stop))...)
+	return e.result(rs, err)
+}
+
+// result decodes a result set into a Decision.
+func (e *Engine) result(rs rego.ResultSet, err error) (Decision, error) {
 	if err != nil {
 		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
 	}
@@ -167,7 +132,9 @@ func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
 	if !ok {
 		return Decision{}, &Error{Msg: fmt.Sprintf("%s: unexpected result %T", e.queryS, rs[0].Expressions[0].Value)}
 	}
-	return decode(val)
+	d, err := decode(val)
+	d.Raw = val
+	return d, err
 }
 
 // Explain evaluates like Decide, on the caller's goroutine, and writes the
@@ -179,17 +146,7 @@ func (e *Engine) Explain(ctx context.Context, in *Input, w io.Writer) (Decision,
 		return Decision{}, &Error{Msg: "build input", Err: err}
 	}
 	buf := topdown.NewBufferTracer()
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalQueryTracer(buf))
+	rs, err := e.query.Eval(ctx, append(e.evalOptions(v), rego.EvalQueryTracer(buf))...)
 	topdown.PrettyTraceWithLocation(w, *buf)
-	if err != nil {
-		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
-	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return Decision{Reason: e.queryS + " is undefined"}, nil
-	}
-	val, ok := rs[0].Expressions[0].Value.(ast.Value)
-	if !ok {
-		return Decision{}, &Error{Msg: fmt.Sprintf("%s: unexpected result %T", e.queryS, rs[0].Expressions[0].Value)}
-	}
-	return decode(val)
+	return e.result(rs, err)
 }

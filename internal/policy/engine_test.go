@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,7 +21,7 @@ import (
 
 func newEngine(t testing.TB, rego string) *Engine {
 	t.Helper()
-	e, err := New(context.Background(), Options{Modules: fstest.MapFS{
+	e, err := startEngine(t, Options{Modules: fstest.MapFS{
 		"p.rego": {Data: []byte("package audgate\n\n" + rego)},
 	}})
 	if err != nil {
@@ -72,7 +73,7 @@ func TestFixtures(t *testing.T) {
 	if len(fx.Decisions) == 0 {
 		t.Fatal("no fixtures")
 	}
-	e, err := New(context.Background(), Options{Modules: policies.FS})
+	e, err := startEngine(t, Options{Modules: policies.FS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +83,16 @@ func TestFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
 			}
+			// The raw result, as the decision log records it, is the
+			// fixture's decision exactly.
+			raw, err := ast.JSON(got.Raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rawJSON, wantJSON := mustJSON(t, raw), mustJSON(t, tc.Want); rawJSON != wantJSON {
+				t.Errorf("raw result %s, want %s", rawJSON, wantJSON)
+			}
+			got.Raw = nil
 			if !reflect.DeepEqual(got, tc.Want) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.Want)
 			}
@@ -153,6 +164,7 @@ func TestDecide(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
 			}
+			got.Raw = nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
@@ -161,7 +173,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideTimeout(t *testing.T) {
-	e, err := New(context.Background(), Options{Timeout: 20 * time.Millisecond, Modules: fstest.MapFS{
+	e, err := startEngine(t, Options{Timeout: 20 * time.Millisecond, Modules: fstest.MapFS{
 		"p.rego": {Data: []byte("package audgate\n\ndecision := {\"allow\": true, \"n\": count([x | some x in numbers.range(1, 100000000)])}")},
 	}})
 	if err != nil {
@@ -187,7 +199,7 @@ func TestNewRefusesBrokenPolicy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(context.Background(), Options{Modules: fstest.MapFS{"p.rego": {Data: []byte(tc.rego)}}})
+			_, err := startEngine(t, Options{Modules: fstest.MapFS{"p.rego": {Data: []byte(tc.rego)}}})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
@@ -206,7 +218,7 @@ func TestNewFromPath(t *testing.T) {
 	write("data.json", `{"aud": "from-data"}`)
 	// A broken test file must not stop the policy from loading.
 	write("p_test.rego", "package audgate_test\n\ntest_x if {")
-	e, err := New(context.Background(), Options{Path: dir})
+	e, err := startEngine(t, Options{Path: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +295,7 @@ func TestCheck(t *testing.T) {
 
 func TestWorkers(t *testing.T) {
 	w := NewWorkers(2)
-	e, err := New(context.Background(), Options{Modules: policies.FS, Workers: w})
+	e, err := startEngine(t, Options{Modules: policies.FS, Workers: w})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +323,7 @@ func TestWorkers(t *testing.T) {
 }
 
 func BenchmarkDecideDefaultPolicy(b *testing.B) {
-	e, err := New(context.Background(), Options{Modules: policies.FS})
+	e, err := startEngine(b, Options{Modules: policies.FS})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -339,4 +351,31 @@ func evalInput(t *testing.T, in *Input) rego.EvalOption {
 		t.Fatal(err)
 	}
 	return rego.EvalParsedInput(v)
+}
+
+// startEngine starts a Runtime with opts and returns its Engine.
+func startEngine(t testing.TB, opts Options) (*Engine, error) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	rt, err := Start(context.Background(), opts)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	return rt.Engine(), nil
+}
+
+// mustJSON is v's JSON, with maps' keys sorted.
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	_ = json.Unmarshal(b, &generic)
+	b, _ = json.Marshal(generic)
+	return string(b)
 }

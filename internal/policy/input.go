@@ -136,9 +136,9 @@ func (t *Token) Value() (ast.Value, error) {
 	), nil
 }
 
-// keys are the input's object keys, made once: terms in an input are
+// inputKeys are the input's object keys, made once: terms in an input are
 // never modified by evaluation, so they can be shared.
-var keys = func() map[string]*ast.Term {
+var inputKeys = func() map[string]*ast.Term {
 	m := map[string]*ast.Term{}
 	for _, k := range []string{
 		"request", "route", "upstream", "token", "method", "path", "segments", "query",
@@ -151,7 +151,7 @@ var keys = func() map[string]*ast.Term {
 }()
 
 func item(key string, v ast.Value) [2]*ast.Term {
-	k, ok := keys[key]
+	k, ok := inputKeys[key]
 	if !ok {
 		k = ast.StringTerm(key)
 	}

@@ -8,48 +8,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Observer records what happens to requests, policies and key sets: the
-// metrics and the decision log, each event through one typed method, so
-// that label values are written in one place. It is safe for concurrent
-// use; its methods never block on I/O.
+// Observer records what happens to requests, policies and key sets in
+// the metrics, each event through one typed method, so that label values
+// are written in one place. It is safe for concurrent use; its methods
+// never block on I/O.
 type Observer struct {
 	metrics *Metrics
-	log     *DecisionLog // nil: decisions are not logged
 }
 
-// DefaultDecisionLog is where decisions are logged unless configured
-// otherwise.
-const DefaultDecisionLog = "stdout"
-
-// ObserverOptions configure an Observer.
-type ObserverOptions struct {
-	// DecisionLog is where decisions are logged: "stdout"
-	// (DefaultDecisionLog), a file path, or "off"; "" is off too.
-	DecisionLog string
-	// Masks are JSON pointers removed from every logged input.
-	Masks []string
-	// CacheEntries reports the downstream token cache's size. Default: 0.
-	CacheEntries func() float64
-}
-
-// NewObserver registers the metrics and opens the decision log.
-func NewObserver(opts ObserverOptions) (*Observer, error) {
-	if opts.CacheEntries == nil {
-		opts.CacheEntries = func() float64 { return 0 }
+// NewObserver registers the metrics. cacheEntries reports the downstream
+// token cache's size; nil reports 0.
+func NewObserver(cacheEntries func() float64) *Observer {
+	if cacheEntries == nil {
+		cacheEntries = func() float64 { return 0 }
 	}
-	o := &Observer{metrics: NewMetrics(opts.CacheEntries)}
-	var err error
-	if o.log, err = NewDecisionLog(opts.DecisionLog, opts.Masks, o.metrics.DecisionLogDropped.Inc); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return &Observer{metrics: NewMetrics(cacheEntries)}
 }
 
 // Registry is the Prometheus registry the metrics are in.
 func (o *Observer) Registry() *prometheus.Registry { return o.metrics.Registry }
-
-// Close writes what the decision log holds and closes it.
-func (o *Observer) Close() error { return o.log.Close() }
 
 // Request records one request: the route pattern that matched ("" for
 // none), its upstream ("" for none), the status sent and how long it took.
@@ -102,19 +79,20 @@ func (o *Observer) JWKSFetch(issuer string, err error) {
 	o.metrics.JWKSFetches.WithLabelValues(issuer, okOrError(err)).Inc()
 }
 
-// PolicyReload records one policy reload and its result.
-func (o *Observer) PolicyReload(err error) {
+// PolicyReload records one attempt to bring a new policy in force (a
+// local change or a bundle) and its result; on success, revision is the
+// bundle's new revision.
+func (o *Observer) PolicyReload(bundle, revision string, err error) {
 	o.metrics.PolicyReloads.WithLabelValues(okOrError(err)).Inc()
+	if err == nil {
+		o.metrics.PolicyRevision.DeletePartialMatch(prometheus.Labels{"bundle": bundle})
+		o.metrics.PolicyRevision.WithLabelValues(bundle, revision).Set(1)
+	}
 }
 
-// LogDecision queues one decision log entry; the entry must not change
-// afterwards. It never blocks: when the log falls behind, the entry is
-// dropped and counted.
-func (o *Observer) LogDecision(e *DecisionEntry) { o.log.Log(e) }
-
-// LogsDecisions reports whether decisions are logged at all, so callers
-// can skip building entries.
-func (o *Observer) LogsDecisions() bool { return o.log != nil }
+// DecisionLogDropped records one decision dropped because the decision
+// log fell behind.
+func (o *Observer) DecisionLogDropped() { o.metrics.DecisionLogDropped.Inc() }
 
 func okOrError(err error) string {
 	if err != nil {

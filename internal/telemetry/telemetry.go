@@ -29,6 +29,8 @@ type Metrics struct {
 	JWKSFetches *prometheus.CounterVec
 	// PolicyReloads counts policy reloads by result (ok, error).
 	PolicyReloads *prometheus.CounterVec
+	// PolicyRevision is 1 for each bundle's revision in force.
+	PolicyRevision *prometheus.GaugeVec
 	// DecisionLogDropped counts decision log entries dropped because the
 	// writer fell behind.
 	DecisionLogDropped prometheus.Counter
@@ -65,13 +67,16 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 			Name: "audgate_jwks_fetches_total", Help: "Fetches of issuers' key sets by issuer and result (ok, error).",
 		}, []string{"issuer", "result"}),
 		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "audgate_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
+			Name: "audgate_policy_reloads_total", Help: "Attempts to bring a new policy in force (a local change or a bundle) by result (ok, error).",
 		}, []string{"result"}),
+		PolicyRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "audgate_policy_revision", Help: "1 for the revision in force of each bundle (audgate for a local policy).",
+		}, []string{"bundle", "revision"}),
 		DecisionLogDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "audgate_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind.",
 		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.IdPDuration, m.JWKSFetches, m.PolicyReloads, m.DecisionLogDropped,
+	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.IdPDuration, m.JWKSFetches, m.PolicyReloads, m.PolicyRevision, m.DecisionLogDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",
 		}, cacheEntries),

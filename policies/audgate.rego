@@ -10,7 +10,10 @@
 #   scope, and the caller's subject in X-User-Id.
 #
 #   Input: see the policy contract in docs/policy.md (request, route,
-#   upstream, token). Output: data.audgate.decision.
+#   upstream, token), typed by schemas/input.json. Output:
+#   data.audgate.decision.
+# schemas:
+#   - input: schema.input
 # entrypoint: true
 package audgate
 

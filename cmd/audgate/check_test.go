@@ -73,6 +73,13 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a misspelled input field", func(t *testing.T) {
+		cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": "package audgate\n\ndecision := {\"allow\": input.request.methd == \"GET\"}\n"}))
+		err := check(context.Background(), cfg, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "p.rego:3") || !strings.Contains(err.Error(), "input.request.methd") {
+			t.Errorf("err = %v, want the schema's error naming p.rego:3", err)
+		}
+	})
 	t.Run("policy does not compile", func(t *testing.T) {
 		cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": "package audgate\n\ndecision := {"}))
 		if err := check(context.Background(), cfg, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "p.rego") {

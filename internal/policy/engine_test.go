@@ -379,3 +379,25 @@ func mustJSON(t testing.TB, v any) string {
 	b, _ = json.Marshal(generic)
 	return string(b)
 }
+
+// evalRaw evaluates e's query for in, given as a JSON tree, and returns
+// the raw result as JSON.
+func evalRaw(t testing.TB, e *Engine, in map[string]any) any {
+	t.Helper()
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := e.query.Eval(context.Background(), rego.EvalParsedInput(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	out, err := ast.JSON(rs[0].Expressions[0].Value.(ast.Value))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -244,7 +244,7 @@ func (b *eventBuffer) wait(t *testing.T, n int) []map[string]any {
 // drops, and the caller's shared claims are never changed.
 func TestDecisionLogMasksAndDrops(t *testing.T) {
 	dir := policyDir(t, map[string]string{
-		"p.rego": "package audgate\n\ndecision := {\"allow\": true, \"audience\": \"a\"} if input.request.method != \"PUT\"\n\ndecision := {\"allow\": to_number(\"x\")} if input.request.method == \"PUT\"\n",
+		"p.rego":   "package audgate\n\ndecision := {\"allow\": true, \"audience\": \"a\"} if input.request.method != \"PUT\"\n\ndecision := {\"allow\": to_number(\"x\")} if input.request.method == \"PUT\"\n",
 		"log.rego": "package system.log\n\nmask contains \"/input/token/claims/secret\"\n\ndrop if input.input.request.method == \"HEAD\"\n",
 	})
 	buf := newEventBuffer()

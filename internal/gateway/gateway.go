@@ -153,6 +153,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if g.policy, err = policy.Start(ctx, popts); err != nil {
 		return nil, err
 	}
+	g.obs.OPACounters(g.policy.Counters)
 	if err := g.buildUpstreams(opts); err != nil {
 		return nil, err
 	}
@@ -374,12 +375,18 @@ func (g *Gateway) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		// The bundles' state follows, also when ready: a bundle whose
+		// latest update failed keeps the last good one in force.
+		detail := strings.Join(g.policy.Status(), "\n")
+		if detail != "" {
+			detail += "\n"
+		}
 		if err := g.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n" + detail))
 			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		_, _ = w.Write([]byte("ready\n" + detail))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.obs.Registry(), promhttp.HandlerOpts{}))
 	return mux

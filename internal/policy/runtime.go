@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/metrics"
 	"github.com/open-policy-agent/opa/plugins/logs"
 	"github.com/open-policy-agent/opa/plugins/status"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -126,6 +127,8 @@ type Runtime struct {
 	bundles map[string]*bundleplugin.Status // configured bundles' latest status
 	lastErr error                           // of the latest engine preparation
 
+	pluginMetrics metrics.Metrics // OPA's plugins count into it
+
 	logs    chan *Record
 	logDone chan struct{}
 	closeMu sync.RWMutex
@@ -153,7 +156,9 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	// discovery.New builds OPA's plugin set (bundles, decision logs,
 	// status, and audgate's log writer) from the configuration, and
 	// rebuilds it when a discovery bundle changes the configuration.
-	disco, err := discovery.New(m, discovery.Factories(factories), discovery.Hooks(hooks.New(labelsHook{version: rt.opts.Version})))
+	rt.pluginMetrics = metrics.New()
+	disco, err := discovery.New(m, discovery.Factories(factories), discovery.Metrics(rt.pluginMetrics),
+		discovery.Hooks(hooks.New(labelsHook{version: rt.opts.Version})))
 	if err != nil {
 		return nil, fmt.Errorf("policy.opa: %w", err)
 	}
@@ -638,6 +643,21 @@ func (rt *Runtime) Status() []string {
 			out = append(out, fmt.Sprintf("bundle %q: revision %q in force; the latest update failed: %s", name, s.ActiveRevision, statusError(*s)))
 		default:
 			out = append(out, fmt.Sprintf("bundle %q: revision %q", name, s.ActiveRevision))
+		}
+	}
+	return out
+}
+
+// Counters are OPA's plugins' counters (e.g. decision logs dropped by
+// the upload buffer, chunks uploaded), by OPA's names.
+func (rt *Runtime) Counters() map[string]uint64 {
+	out := map[string]uint64{}
+	if rt.pluginMetrics == nil {
+		return out
+	}
+	for name, v := range rt.pluginMetrics.All() {
+		if n, ok := v.(uint64); ok {
+			out[strings.TrimPrefix(name, "counter_")] = n
 		}
 	}
 	return out

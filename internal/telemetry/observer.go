@@ -100,3 +100,33 @@ func okOrError(err error) string {
 	}
 	return "ok"
 }
+
+// OPACounters exports the counters of OPA's plugins that an operator
+// watches: decision log events dropped by OPA's upload buffer (it is full
+// while the decision log service is down), and chunks uploaded or failed.
+// counters is read at each scrape.
+func (o *Observer) OPACounters(counters func() map[string]uint64) {
+	sum := func(names ...string) func() float64 {
+		return func() float64 {
+			c := counters()
+			var n uint64
+			for _, name := range names {
+				n += c[name]
+			}
+			return float64(n)
+		}
+	}
+	o.metrics.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "audgate_decision_log_upload_dropped_total",
+			Help: "Decision log events dropped before upload to OPA's decision log service (buffer or rate limit exceeded).",
+		}, sum("decision_logs_dropped_buffer_size_limit_exceeded", "decision_logs_dropped_buffer_size_limit_bytes_exceeded",
+			"decision_logs_dropped_rate_limit_exceeded")),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "audgate_decision_log_chunks_uploaded_total", Help: "Decision log chunks uploaded to OPA's decision log service.",
+		}, sum("decision_logs_chunks_uploaded")),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "audgate_decision_log_chunks_upload_failed_total", Help: "Decision log chunk uploads that failed (retried later).",
+		}, sum("decision_logs_chunks_upload_failed")),
+	)
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -197,5 +198,47 @@ func TestCheckRefusesWhatRunRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
 		t.Error("check created the decision log's directory")
+	}
+}
+
+// loggedInput is an input as the decision log records it.
+const loggedInput = `{"request":{"method":"GET","path":"/orders/1","segments":["orders","1"],"query":{},"headers":{},"host":"gw","remote_ip":"127.0.0.1"},"route":{"path":"/orders/:id","params":{"id":"1"},"upstream":"orders"},"upstream":{"name":"orders","token_source":"self","audiences":["https://orders.test"]},"token":{"issuer":"https://idp.test","subject":"alice","client_id":"spa","audience":["gw"],"scopes":[],"expires_at":1999999999,"claims":{"sub":"alice"}}}`
+
+func TestEvalInput(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	dir := t.TempDir()
+	bare, event := filepath.Join(dir, "input.json"), filepath.Join(dir, "event.json")
+	_ = os.WriteFile(bare, []byte(loggedInput), 0o600)
+	_ = os.WriteFile(event, []byte(`{"decision_id":"d1","path":"audgate/decision","input":`+loggedInput+`,"result":{"allow":false}}`), 0o600)
+	for _, file := range []string{bare, event} {
+		var out bytes.Buffer
+		if err := eval(context.Background(), evalFlags{config: cfg, input: file}, &out, &bytes.Buffer{}); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if !strings.Contains(out.String(), `"allow": true`) || !strings.Contains(out.String(), `"status": 200`) {
+			t.Errorf("%s: %s", file, out.String())
+		}
+	}
+}
+
+func TestReplayCommand(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	log := filepath.Join(t.TempDir(), "decisions.jsonl")
+	allowed := `{"decision_id":"a","input":` + loggedInput + `,"result":{"allow":true,"audience":"https://orders.test","scopes":["orders:read"]},"custom":{"request_id":"r1"}}`
+	denied := `{"decision_id":"b","input":` + strings.Replace(loggedInput, `"subject":"alice"`, `"subject":"bob"`, 1) + `,"result":{"allow":false},"custom":{"request_id":"r2"}}`
+	_ = os.WriteFile(log, []byte(allowed+"\n"+denied+"\n"), 0o600)
+	var out bytes.Buffer
+	if err := replay(context.Background(), replayFlags{config: cfg, log: log}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatalf("replay against the logged policy: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "unchanged      2") {
+		t.Errorf("report: %s", out.String())
+	}
+	// A candidate that denies everyone.
+	candidate := writePolicy(t, map[string]string{"p.rego": "package audgate\n\ndefault decision := {\"allow\": false}\n"})
+	out.Reset()
+	err := replay(context.Background(), replayFlags{config: cfg, log: log, policy: candidate}, &out, &bytes.Buffer{})
+	if !errors.Is(err, errChanges) || !strings.Contains(out.String(), "allow → deny   1") || !strings.Contains(out.String(), "request r1") {
+		t.Errorf("replay against a deny-all candidate: %v\n%s", err, out.String())
 	}
 }

@@ -20,7 +20,7 @@ import (
 )
 
 type evalFlags struct {
-	config, token, claims, method, path, host string
+	config, token, claims, method, path, host, input string
 	headers                                   []string
 	explain                                   bool
 }
@@ -28,7 +28,7 @@ type evalFlags struct {
 func newEvalCmd() *cobra.Command {
 	var f evalFlags
 	cmd := &cobra.Command{
-		Use:   "eval --config FILE (--token T | --claims FILE) --method GET --path /orders/1",
+		Use:   "eval --config FILE ((--token T | --claims FILE) --method GET --path /orders/1 | --input FILE)",
 		Short: "Print the policy input and decision for a request, without sending anything",
 		Long: `eval sends a request through the gateway's own router and stages, up to the
 decision: canonical path, route, stripped headers, the caller's token (read
@@ -37,7 +37,10 @@ its check against the upstream's limits. It prints the input, the decision
 and the status audgate run would answer (200: allowed; the token source and
 the upstream are not asked). --explain adds the evaluation trace on stderr.
 It exits 0 when the request is allowed or the policy denies it, and 1 when
-it is refused before the policy decides or the decision is a policy error.`,
+it is refused before the policy decides or the decision is a policy error.
+
+--input takes a policy input, or a whole decision log event, and evaluates
+that input as it was logged: the policy, then the upstream's limits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return eval(cmd.Context(), f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -51,6 +54,7 @@ it is refused before the policy decides or the decision is a policy error.`,
 	cmd.Flags().StringVar(&f.host, "host", "localhost", "Host header")
 	cmd.Flags().StringArrayVarP(&f.headers, "header", "H", nil, `request header, "Name: value" (repeatable)`)
 	cmd.Flags().BoolVar(&f.explain, "explain", false, "print the evaluation trace")
+	cmd.Flags().StringVar(&f.input, "input", "", "a JSON file: a policy input, or a decision log event")
 	return cmd
 }
 
@@ -60,7 +64,18 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 		return err
 	}
 	req := gateway.EvalRequest{Method: strings.ToUpper(f.method), Target: f.path, Host: f.host, Header: http.Header{}, Token: f.token}
+	var logged *gateway.Logged
 	switch {
+	case f.input != "" && (f.claims != "" || f.token != ""):
+		return fmt.Errorf("--input holds the whole input: give it without --token or --claims")
+	case f.input != "":
+		raw, err := os.ReadFile(f.input)
+		if err != nil {
+			return err
+		}
+		if logged, err = gateway.ReadLogged(raw); err != nil {
+			return fmt.Errorf("--input %s: %w", f.input, err)
+		}
 	case f.claims != "" && f.token != "":
 		return fmt.Errorf("give --token or --claims, not both")
 	case f.claims != "":
@@ -93,8 +108,10 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 	if err := waitForPolicy(ctx, gw); err != nil {
 		return err
 	}
-	ev, err := gw.Eval(ctx, req)
-	if err != nil {
+	var ev *gateway.Evaluation
+	if logged != nil {
+		ev = gw.DecideInput(ctx, logged.Input, req.Trace)
+	} else if ev, err = gw.Eval(ctx, req); err != nil {
 		return err
 	}
 	enc := json.NewEncoder(out)

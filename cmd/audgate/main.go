@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newDevCmd(), newCheckCmd(), newEvalCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newDevCmd(), newCheckCmd(), newEvalCmd(), newReplayCmd(), newVersionCmd())
 	return root
 }
 

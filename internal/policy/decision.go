@@ -64,6 +64,18 @@ func fieldError(field, format string, args ...any) error {
 	return &Error{Field: "decision." + field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// DecodeResult reads a decision from its JSON form, as the decision log
+// records the policy's result: the same rules as a live decision.
+func DecodeResult(result any) (Decision, error) {
+	v, err := ast.InterfaceToValue(result)
+	if err != nil {
+		return Decision{}, &Error{Msg: "decode result", Err: err}
+	}
+	d, err := decode(v)
+	d.Raw = v
+	return d, err
+}
+
 // decode turns the policy's result, an OPA value, into a Decision. Only a
 // boolean true allows; anything else that is not a contract violation
 // denies.

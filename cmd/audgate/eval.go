@@ -21,8 +21,8 @@ import (
 
 type evalFlags struct {
 	config, token, claims, method, path, host, input string
-	headers                                   []string
-	explain                                   bool
+	headers                                          []string
+	explain                                          bool
 }
 
 func newEvalCmd() *cobra.Command {

@@ -241,4 +241,3 @@ func sameOutcome(a, b outcome) bool {
 	}
 	return a.aud == b.aud && slices.Equal(a.scopes, b.scopes) && maps.Equal(a.headers, b.headers)
 }
-

@@ -242,3 +242,27 @@ func TestReplayCommand(t *testing.T) {
 		t.Errorf("replay against a deny-all candidate: %v\n%s", err, out.String())
 	}
 }
+
+// TestShippedFleetConfigChecks: the Kubernetes fleet variant passes check
+// (OPA's configuration, keys and services included).
+func TestShippedFleetConfigChecks(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "bundle-service", "configmap.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, doc, _ := strings.Cut(string(raw), "audgate.yaml: |\n")
+	lines := strings.Split(doc, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "    ")
+	}
+	path := filepath.Join(t.TempDir(), "audgate.yaml")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AUDGATE_CLIENT_SECRET", "s")
+	t.Setenv("AUDGATE_LOG_TOKEN", "t")
+	var out bytes.Buffer
+	if err := check(context.Background(), path, &out); err != nil || !strings.Contains(out.String(), "comes from bundles") {
+		t.Errorf("check: %v\n%s", err, out.String())
+	}
+}

@@ -38,6 +38,25 @@ func TestShippedExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("deploy/kubernetes/bundle-service/configmap.yaml", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join(root, "deploy", "kubernetes", "bundle-service", "configmap.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cm struct {
+			Data map[string]string `yaml:"data"`
+		}
+		if err := yaml.Unmarshal(raw, &cm); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse([]byte(cm.Data["audgate.yaml"]), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := cfg.Policy.OPA["bundles"]; !ok {
+			t.Error("the fleet variant has no bundles")
+		}
+	})
 	t.Run("deploy/kubernetes/configmap.yaml", func(t *testing.T) {
 		raw, err := os.ReadFile(filepath.Join(root, "deploy", "kubernetes", "configmap.yaml"))
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -446,4 +447,49 @@ func TestStatusUpload(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestMeasureBundleSwitch measures, over 10 switches, the time from a new
+// revision on the bundle server to the first request it decides, with
+// bundles polled every second. AUDGATE_LOAD=1 runs it.
+func TestMeasureBundleSwitch(t *testing.T) {
+	if os.Getenv("AUDGATE_LOAD") == "" {
+		t.Skip("set AUDGATE_LOAD=1 to measure")
+	}
+	key := newSigningKey(t)
+	bs := newBundleServer(t)
+	bs.serve(200, buildBundle(t, "rev0", &key, false))
+	e := newEnv(t, withFleet(fleetPolicy(bs.srv.URL, key, "  decision_log: {output: \"off\"}\n")))
+	tok := e.issuer.mint(t, nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			req, _ := http.NewRequest("GET", e.srv.URL+"/orders/1", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if resp, err := e.srv.Client().Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	})
+	var took []time.Duration
+	for i := 1; i <= 10; i++ {
+		rev := fmt.Sprintf("rev%d", i)
+		body := buildBundle(t, rev, &key, false)
+		start := time.Now()
+		bs.serve(200, body)
+		waitUntil(t, 10*time.Second, rev, func() bool { return e.upstream.revisionsSeen()[rev] > 0 })
+		took = append(took, time.Since(start))
+	}
+	close(stop)
+	wg.Wait()
+	slices.Sort(took)
+	t.Logf("new revision → first request decided by it, polling every 1s: median %s, min %s, max %s (10 switches)",
+		took[len(took)/2].Round(time.Millisecond), took[0].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 }

@@ -633,3 +633,25 @@ func TestRefusedTokenInPathNotLogged(t *testing.T) {
 		t.Error("the token reached the log through an unrouted path")
 	}
 }
+
+// TestPolicyPrint: print() in the policy reaches the gateway's log with
+// the request's ID.
+func TestPolicyPrint(t *testing.T) {
+	e := newEnv(t, withPolicy(t, `decision := {"allow": true, "audience": "https://orders.test"} if {
+	print("deciding for", input.token.subject)
+}`))
+	resp := e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), http.Header{"X-Request-Id": {"print-1"}}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var found bool
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"policy print"`) && strings.Contains(line, `"request_id":"print-1"`) &&
+			strings.Contains(line, `deciding for alice`) && strings.Contains(line, `p.rego:`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no print line with the request ID in the log:\n%s", e.logs.String())
+	}
+}

@@ -63,6 +63,16 @@ func (rt *Runtime) Log(r *Record) {
 // callers can skip building records.
 func (rt *Runtime) LogsDecisions() bool { return logs.Lookup(rt.manager) != nil }
 
+// LogNow hands r to OPA's decision log plugin on the caller's goroutine:
+// the work Log leaves to the background, for benchmarks and tests.
+func (rt *Runtime) LogNow(ctx context.Context, r *Record) error {
+	plugin := logs.Lookup(rt.manager)
+	if plugin == nil {
+		return errors.New("decision log: no decision_logs plugin")
+	}
+	return plugin.Log(ctx, r.info())
+}
+
 func (rt *Runtime) logLoop(ctx context.Context) {
 	defer close(rt.logDone)
 	for r := range rt.logs {
@@ -90,6 +100,9 @@ func (r *Record) info() *server.Info {
 	input := any(r.Input.JSONMap())
 	input = deepCopy(input)
 	info := &server.Info{
+		// The input's OPA value, as the policy saw it: the drop and mask
+		// rules read it without a JSON round trip.
+		InputAST:   r.inputValue(),
 		DecisionID: r.DecisionID,
 		Timestamp:  r.Timestamp,
 		Path:       r.Engine.path,
@@ -110,6 +123,14 @@ func (r *Record) info() *server.Info {
 		}
 	}
 	return info
+}
+
+func (r *Record) inputValue() ast.Value {
+	v, err := r.Input.Value()
+	if err != nil {
+		return nil
+	}
+	return v
 }
 
 // eventError is an evaluation error as OPA logs it: {code, message}.

@@ -23,6 +23,10 @@ import (
 type denyError struct {
 	status int
 	reason string
+	// scopes are what the caller lacks, for the challenge's scope.
+	scopes []string
+	// headers are the decision's response headers.
+	headers map[string]string
 }
 
 func (e *denyError) Error() string { return "policy denied: " + e.reason }
@@ -49,6 +53,7 @@ type response struct {
 	challenge  string // WWW-Authenticate
 	retryAfter string
 	level      slog.Level
+	headers    map[string]string // the decision's response headers, on a deny
 }
 
 // errorBody is the JSON error every failed request gets.
@@ -167,6 +172,12 @@ func denyResponse(d *denyError) response {
 		r.code = "insufficient_scope"
 		r.challenge = challenge("insufficient_scope", d.reason)
 	}
+	if len(d.scopes) > 0 && r.challenge != "" {
+		// RFC 6750 §3: the scopes the request needs. Scope tokens hold no
+		// quote or backslash (the decision was checked).
+		r.challenge += `, scope="` + strings.Join(d.scopes, " ") + `"`
+	}
+	r.headers = d.headers
 	return r
 }
 
@@ -226,6 +237,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		"request_id", id, "method", r.Method, "path", path, "status", res.status,
 		"error", res.code, "cause", err.Error())
 	h := w.Header()
+	for k, v := range res.headers {
+		h.Set(k, v) // before the gateway's own, which win
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Request-Id", id)

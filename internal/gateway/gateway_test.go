@@ -655,3 +655,42 @@ func TestPolicyPrint(t *testing.T) {
 		t.Errorf("no print line with the request ID in the log:\n%s", e.logs.String())
 	}
 }
+
+// TestDecisionResponseHeaders: response_headers reach the caller on allow
+// (over the upstream's) and on deny; a deny's scopes become the
+// challenge's scope; a decision may not set Set-Cookie; the caller gets
+// one X-Request-Id, the gateway's.
+func TestDecisionResponseHeaders(t *testing.T) {
+	e := newEnv(t, withPolicy(t, `decision := {"allow": true, "audience": "https://orders.test", "response_headers": {"X-Tier": "gold"}} if {
+	input.request.method == "GET"
+	not input.request.headers["x-cookie"]
+} else := {"allow": true, "audience": "https://orders.test", "response_headers": {"Set-Cookie": "sid=1"}} if {
+	input.request.headers["x-cookie"]
+} else := {"allow": false, "reason": "needs orders:write", "scopes": ["orders:write"], "response_headers": {"X-Tier": "none"}}`))
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "upstream-chose-this")
+		w.Header().Set("X-Tier", "bronze")
+		_, _ = w.Write([]byte("ok"))
+	})
+	tok := e.issuer.mint(t, nil)
+
+	resp := e.do(t, "GET", "/orders/1", tok, http.Header{"X-Request-Id": {"rid-1"}}, "")
+	if resp.StatusCode != 200 || fmt.Sprint(resp.Header.Values("X-Tier")) != "[gold]" || fmt.Sprint(resp.Header.Values("X-Request-Id")) != "[rid-1]" {
+		t.Errorf("allow: %d, X-Tier %q, X-Request-Id %q", resp.StatusCode, resp.Header.Values("X-Tier"), resp.Header.Values("X-Request-Id"))
+	}
+
+	resp = e.do(t, "DELETE", "/orders/1", tok, nil, "")
+	checkError(t, resp, 403, "insufficient_scope", `scope="orders:write"`)
+	if resp.Header.Get("X-Tier") != "none" {
+		t.Errorf("deny: X-Tier %q", resp.Header.Get("X-Tier"))
+	}
+
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a request reached the upstream on a policy error")
+	})
+	resp = e.do(t, "GET", "/orders/1", tok, http.Header{"X-Cookie": {"1"}}, "")
+	checkError(t, resp, 500, "policy_error", "")
+	if resp.Header.Get("Set-Cookie") != "" {
+		t.Error("the policy set a cookie")
+	}
+}

@@ -82,6 +82,7 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		tooLarge := headerBytes(r) > g.cfg.Server.MaxHeaderBytes // as sent
 		g.strip.strip(r.Header)
 		dropUnderscoreHeaders(r.Header)
+		joinRepeated(r.Header)
 		r.Header.Set("X-Request-Id", id)
 		c.Response().Header().Set("X-Request-Id", id)
 

@@ -235,6 +235,24 @@ func dropUnderscoreHeaders(h http.Header) {
 	}
 }
 
+// joinRepeated makes each repeated request header one line holding the
+// value the policy sees: values joined with ", " (RFC 9110 §5.3), or "; "
+// for Cookie (RFC 6265 §5.4). Upstreams that read only a header's first
+// line (most frameworks do) then read what the policy decided on.
+// Authorization is left alone: two of them are refused (RFC 6750).
+func joinRepeated(h http.Header) {
+	for k, vs := range h {
+		if len(vs) < 2 || k == "Authorization" {
+			continue
+		}
+		sep := ", "
+		if k == "Cookie" {
+			sep = "; "
+		}
+		h[k] = []string{strings.Join(vs, sep)}
+	}
+}
+
 // headerBytes approximates the size of a request's header block as it was
 // sent.
 func headerBytes(r *http.Request) int {

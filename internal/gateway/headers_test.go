@@ -75,3 +75,24 @@ func TestBearer(t *testing.T) {
 		})
 	}
 }
+
+// TestRepeatedHeadersOneLine: the upstream receives a repeated header as
+// the one line the policy saw.
+func TestRepeatedHeadersOneLine(t *testing.T) {
+	e := newEnv(t, withPolicy(t, `decision := {
+	"allow": true,
+	"audience": "https://orders.test",
+	"headers": {"X-Seen-Tenant": input.request.headers["x-tenant"], "X-Seen-Cookie": input.request.headers.cookie},
+}`))
+	hdr := http.Header{"X-Tenant": {"a", "b"}, "Cookie": {"s=1", "t=2"}}
+	if resp := e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), hdr, ""); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	got := e.upstream.requests()[0].Header
+	if v := got.Values("X-Tenant"); len(v) != 1 || v[0] != "a, b" || got.Get("X-Seen-Tenant") != "a, b" {
+		t.Errorf("X-Tenant: upstream %q, policy saw %q", v, got.Get("X-Seen-Tenant"))
+	}
+	if v := got.Values("Cookie"); len(v) != 1 || v[0] != "s=1; t=2" || got.Get("X-Seen-Cookie") != "s=1; t=2" {
+		t.Errorf("Cookie: upstream %q, policy saw %q", v, got.Get("X-Seen-Cookie"))
+	}
+}

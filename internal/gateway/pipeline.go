@@ -129,7 +129,7 @@ func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, tr
 		if reason == "" {
 			reason = "denied by policy"
 		}
-		return v, &denyError{status: d.DenyStatus(), reason: reason}
+		return v, &denyError{status: d.DenyStatus(), reason: reason, scopes: d.Scopes, headers: d.ResponseHeaders}
 	}
 	g.obs.Decision(telemetry.Allowed, v.took)
 	return v, nil
@@ -155,8 +155,8 @@ func (g *Gateway) forward(w http.ResponseWriter, cl *call, d policy.Decision, tr
 	b := up.binding
 	up.proxy.Serve(w, cl.r, &proxy.Outbound{
 		Token: tok.Value, Headers: d.Headers, StripPrefix: cl.route.stripPrefix,
-		RequestID: requestID(cl.r),
-		Drop:      func() bool { return g.cache.Drop(b, treq, tok.Value) },
+		RequestID: requestID(cl.r), ResponseHeaders: d.ResponseHeaders,
+		Drop: func() bool { return g.cache.Drop(b, treq, tok.Value) },
 		Refresh: func(ctx context.Context) (string, error) {
 			tok, outcome, err := g.cache.Token(ctx, b, treq)
 			g.obs.TokenLookup(b.Name, string(outcome))

@@ -21,6 +21,9 @@ type Decision struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Headers are set, replacing, on the upstream request.
 	Headers map[string]string `json:"headers,omitempty"`
+	// ResponseHeaders are set on the response to the caller, on allow and
+	// on deny.
+	ResponseHeaders map[string]string `json:"response_headers,omitempty"`
 	// Claims are added to self-signed downstream tokens.
 	Claims map[string]any `json:"claims,omitempty"`
 	// Status is the deny status: 401, 403 (default) or 404.
@@ -98,7 +101,10 @@ func decode(v ast.Value) (Decision, error) {
 	if d.Scopes, err = optStrings(obj, "scopes"); err != nil {
 		return Decision{}, err
 	}
-	if d.Headers, err = optHeaders(obj); err != nil {
+	if d.Headers, err = optHeaders(obj, "headers"); err != nil {
+		return Decision{}, err
+	}
+	if d.ResponseHeaders, err = optHeaders(obj, "response_headers"); err != nil {
 		return Decision{}, err
 	}
 	if d.Claims, err = optClaims(obj); err != nil {
@@ -157,24 +163,24 @@ func optStrings(obj ast.Object, key string) ([]string, error) {
 	return out, nil
 }
 
-func optHeaders(obj ast.Object) (map[string]string, error) {
-	v := field(obj, "headers")
+func optHeaders(obj ast.Object, key string) (map[string]string, error) {
+	v := field(obj, key)
 	if v == nil {
 		return nil, nil
 	}
 	m, ok := v.(ast.Object)
 	if !ok {
-		return nil, fieldError("headers", "must be an object of strings, got %s", kind(v))
+		return nil, fieldError(key, "must be an object of strings, got %s", kind(v))
 	}
 	out := make(map[string]string, m.Len())
 	err := m.Iter(func(k, e *ast.Term) error {
 		name, ok := k.Value.(ast.String)
 		if !ok {
-			return fieldError("headers", "names must be strings, got %s", kind(k.Value))
+			return fieldError(key, "names must be strings, got %s", kind(k.Value))
 		}
 		s, ok := e.Value.(ast.String)
 		if !ok {
-			return fieldError("headers."+string(name), "must be a string, got %s", kind(e.Value))
+			return fieldError(key+"."+string(name), "must be a string, got %s", kind(e.Value))
 		}
 		out[string(name)] = string(s)
 		return nil
@@ -239,6 +245,18 @@ var reservedHeaders = map[string]bool{
 	"X-Forwarded-Proto": true, "Cookie": true, "X-Request-Id": true,
 }
 
+// reservedResponseHeaders may not be set on the caller's response: those
+// of reservedHeaders, and what the gateway alone may send the caller (a
+// cookie from the policy could fix a session; the challenge and the
+// request ID are the gateway's).
+var reservedResponseHeaders = func() map[string]bool {
+	m := map[string]bool{"Set-Cookie": true, "Www-Authenticate": true}
+	for k := range reservedHeaders {
+		m[k] = true
+	}
+	return m
+}()
+
 // registeredClaims may not be set by a decision's claims: the gateway
 // sets them, or they carry authorization the upstream's allow-lists would
 // not check (scp is scope's other spelling; cnf binds a key; may_act names
@@ -254,11 +272,19 @@ var registeredClaims = map[string]bool{
 // and claims must not override registered ones; on deny, status must be
 // absent, 401, 403 or 404. A violation is an *Error. d is not changed.
 func (d *Decision) Check(lim Limits) error {
+	if err := checkHeaders("response_headers", d.ResponseHeaders, reservedResponseHeaders); err != nil {
+		return err
+	}
 	if !d.Allow {
 		switch d.Status {
 		case 0, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
 		default:
 			return fieldError("status", "%d is not allowed on deny; use 401, 403 or 404", d.Status)
+		}
+		for i, s := range d.Scopes {
+			if !ValidScope(s) {
+				return fieldError(fmt.Sprintf("scopes[%d]", i), "%q is not a valid scope token (RFC 6749 §3.3)", s)
+			}
 		}
 		return nil
 	}
@@ -276,20 +302,29 @@ func (d *Decision) Check(lim Limits) error {
 			return fieldError(fmt.Sprintf("scopes[%d]", i), "%q is not in the upstream's scopes %q", s, lim.Scopes)
 		}
 	}
-	for k, v := range d.Headers {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fieldError("headers", "%q is not a valid header name", k)
-		}
-		if reservedHeaders[http.CanonicalHeaderKey(k)] {
-			return fieldError("headers."+k, "is set by the gateway and may not be set by the policy")
-		}
-		if hasControl(v) {
-			return fieldError("headers."+k, "value contains CR, LF, TAB or another control character")
-		}
+	if err := checkHeaders("headers", d.Headers, reservedHeaders); err != nil {
+		return err
 	}
 	for k := range d.Claims {
 		if registeredClaims[k] {
 			return fieldError("claims."+k, "is a registered claim set by the gateway and may not be overridden")
+		}
+	}
+	return nil
+}
+
+// checkHeaders refuses a header a decision may not set, and values with
+// control characters.
+func checkHeaders(field string, headers map[string]string, reserved map[string]bool) error {
+	for k, v := range headers {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fieldError(field, "%q is not a valid header name", k)
+		}
+		if reserved[http.CanonicalHeaderKey(k)] {
+			return fieldError(field+"."+k, "is set by the gateway and may not be set by the policy")
+		}
+		if hasControl(v) {
+			return fieldError(field+"."+k, "value contains CR, LF, TAB or another control character")
 		}
 	}
 	return nil

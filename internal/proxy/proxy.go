@@ -61,8 +61,12 @@ type Outbound struct {
 	Headers map[string]string
 	// StripPrefix is removed from the request path.
 	StripPrefix string
-	// RequestID is sent as X-Request-Id.
+	// RequestID is sent as X-Request-Id. The caller's response carries it
+	// already; the upstream's own X-Request-Id, if any, is dropped.
 	RequestID string
+	// ResponseHeaders are set, replacing the upstream's, on the response
+	// to the caller.
+	ResponseHeaders map[string]string
 	// Drop, if set, forgets the downstream token because the upstream
 	// answered 401 to it, and reports whether a fresh one may be tried (it
 	// declines to bound how often one key is refetched).
@@ -113,9 +117,10 @@ func New(opts Options) (*Upstream, error) {
 	}
 	u := &Upstream{name: opts.Name, target: opts.URL, transport: transport, errorHandler: opts.ErrorHandler}
 	u.rp = &httputil.ReverseProxy{
-		Rewrite:    u.rewrite,
-		Transport:  &retryOn401{base: transport},
-		BufferPool: buffers,
+		Rewrite:        u.rewrite,
+		ModifyResponse: u.modifyResponse,
+		Transport:      &retryOn401{base: transport},
+		BufferPool:     buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			opts.ErrorHandler(w, r, transportError(opts.Name, err))
 		},
@@ -165,6 +170,24 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	for k, v := range out.Headers {
 		h.Set(k, v)
 	}
+}
+
+// modifyResponse drops the upstream's X-Request-Id (the caller's
+// response already carries the gateway's, and gets only that one) and
+// sets the decision's response headers.
+func (u *Upstream) modifyResponse(resp *http.Response) error {
+	out, _ := resp.Request.Context().Value(outboundKey{}).(*Outbound)
+	if out == nil {
+		return nil
+	}
+	h := resp.Header
+	if out.RequestID != "" {
+		h.Del("X-Request-Id")
+	}
+	for k, v := range out.ResponseHeaders {
+		h.Set(k, v)
+	}
+	return nil
 }
 
 // buffers lends the 32 KiB buffers ReverseProxy copies bodies through;

@@ -65,28 +65,30 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer gw.Close()
-	servers := []*http.Server{{
-		Addr:              cfg.Server.Listen,
-		Handler:           gw.Handler(),
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
-		IdleTimeout:       cfg.Server.IdleTimeout.D(),
-		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}
-	if cfg.Server.AdminListen != "off" {
-		servers = append(servers, &http.Server{
-			Addr: cfg.Server.AdminListen, Handler: gw.AdminHandler(),
-			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
-		})
+	type listener struct {
+		srv   *http.Server
+		addr  string
+		admin bool
 	}
-	errc := make(chan error, len(servers))
-	for _, srv := range servers {
-		ln, err := net.Listen("tcp", srv.Addr)
+	listeners := []listener{{srv: gw.Server(), addr: cfg.Server.Listen}}
+	if cfg.Server.AdminListen != "off" {
+		listeners = append(listeners, listener{srv: gw.AdminServer(), addr: cfg.Server.AdminListen, admin: true})
+	}
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return fmt.Errorf("listen %s: %w", srv.Addr, err)
+			return fmt.Errorf("listen %s: %w", l.addr, err)
 		}
-		log.Info("listening", "addr", ln.Addr().String(), "admin", srv.Handler != gw.Handler())
-		go func() { errc <- srv.Serve(ln) }()
+		tls := l.srv.TLSConfig != nil
+		log.Info("listening", "addr", ln.Addr().String(), "admin", l.admin, "tls", tls)
+		go func() {
+			if tls {
+				errc <- l.srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+				return
+			}
+			errc <- l.srv.Serve(ln)
+		}()
 	}
 	select {
 	case err := <-errc:
@@ -97,8 +99,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout.D())
 	defer cancel()
 	var errs []error
-	for _, srv := range servers {
-		if err := srv.Shutdown(sctx); err != nil {
+	for _, l := range listeners {
+		if err := l.srv.Shutdown(sctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -46,6 +46,39 @@ type Server struct {
 	// X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override (see
 	// defaultStripInboundHeaders); an empty list ([]) strips nothing.
 	StripInboundHeaders []string `yaml:"strip_inbound_headers"`
+	// TLS serves the gateway listener over TLS (and HTTP/2). Default: none
+	// (plain HTTP).
+	TLS *ServerTLS `yaml:"tls"`
+	// BodyReadTimeout is the longest wait between two reads of a request
+	// body; then the upstream request is cancelled and the caller gets
+	// 408. Default: 30s.
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
+	// TrustedProxies are the CIDRs of load balancers whose client IP
+	// header is believed. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientIPHeader is where a trusted proxy names the caller:
+	// X-Forwarded-For, Forwarded (RFC 7239) or X-Real-IP. Default:
+	// X-Forwarded-For.
+	ClientIPHeader string `yaml:"client_ip_header"`
+}
+
+// ServerTLS configures TLS on the gateway listener.
+type ServerTLS struct {
+	// CertFile is the PEM certificate chain; it and KeyFile are read again
+	// when either changes. Required.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key. Required.
+	KeyFile string `yaml:"key_file"`
+	// MinVersion is the oldest TLS version accepted: "1.2" or "1.3".
+	// Default: "1.2".
+	MinVersion string `yaml:"min_version"`
+	// ClientCAFile, when set, is the PEM bundle of CAs whose client
+	// certificates are verified and shown to the policy. Default: none.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth is request (a client certificate is verified if given)
+	// or require (no verified client certificate, no TLS session).
+	// Default: request. Only with ClientCAFile.
+	ClientAuth string `yaml:"client_auth"`
 }
 
 // Inbound configures validation of the callers' access tokens.

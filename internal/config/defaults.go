@@ -22,7 +22,17 @@ const (
 	defaultShutdownTimeout   = 15 * time.Second
 	defaultMaxHeaderBytes    = 16384
 	defaultMaxBodyBytes      = 10 << 20
+	defaultBodyReadTimeout   = 30 * time.Second
+	defaultClientIPHeader    = "X-Forwarded-For"
+	defaultTLSMinVersion     = "1.2"
+	defaultClientAuth        = "request"
 )
+
+// ClientIPHeaders are the headers a trusted proxy may name the caller in.
+func ClientIPHeaders() []string { return []string{"X-Forwarded-For", "Forwarded", "X-Real-IP"} }
+
+// TLSVersions are the accepted min_version values.
+func TLSVersions() []string { return []string{"1.2", "1.3"} }
 
 // defaultStripInboundHeaders is a function, not a variable, so that no
 // caller can change the list for everyone.
@@ -48,6 +58,8 @@ func Default() *Config {
 			MaxHeaderBytes:      defaultMaxHeaderBytes,
 			MaxBodyBytes:        defaultMaxBodyBytes,
 			StripInboundHeaders: defaultStripInboundHeaders(),
+			BodyReadTimeout:     Duration(defaultBodyReadTimeout),
+			ClientIPHeader:      defaultClientIPHeader,
 		},
 		Inbound: Inbound{
 			JWKSRefreshInterval:    Duration(authn.DefaultRefreshInterval),

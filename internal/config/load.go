@@ -147,6 +147,14 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		d.sequence(n, v, path)
 	case v.Kind() == reflect.Map:
 		d.freeForm(n, v, path)
+	case v.Kind() == reflect.Pointer:
+		// An optional section: written, it starts from its defaults.
+		if v.IsNil() {
+			p := reflect.New(v.Type().Elem())
+			p.Elem().Set(d.elementDefault(v.Type().Elem(), n))
+			v.Set(p)
+		}
+		d.value(n, v.Elem(), path)
 	default:
 		d.scalar(n, v, path)
 	}
@@ -228,6 +236,8 @@ func (d *decoder) elementDefault(t reflect.Type, n *yaml.Node) reflect.Value {
 		def = DefaultUpstream()
 	case reflect.TypeFor[TokenSource]():
 		def = DefaultTokenSource(d.peek(n, "type"))
+	case reflect.TypeFor[ServerTLS]():
+		def = ServerTLS{MinVersion: defaultTLSMinVersion, ClientAuth: defaultClientAuth}
 	default:
 		return reflect.Zero(t)
 	}

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -138,6 +139,31 @@ func (v *validator) server(s *Server) {
 	}
 	if s.MaxBodyBytes <= 0 {
 		v.add("server.max_body_bytes", "%d is not a positive size; write a size in bytes, e.g. 10485760", s.MaxBodyBytes)
+	}
+	v.positive("server.body_read_timeout", s.BodyReadTimeout, "30s")
+	for i, cidr := range s.TrustedProxies {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			if _, aerr := netip.ParseAddr(cidr); aerr != nil {
+				v.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not a CIDR or an IP address; write e.g. 10.0.0.0/8 or 192.0.2.10", cidr)
+			}
+		}
+	}
+	if !slices.Contains(ClientIPHeaders(), s.ClientIPHeader) {
+		v.add("server.client_ip_header", "%s", notOneOf(s.ClientIPHeader, "is not a client IP header audgate reads", ClientIPHeaders()))
+	}
+	if t := s.TLS; t != nil {
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.add("server.tls", "cert_file and key_file are both required; write the paths of the PEM certificate chain and its key")
+		}
+		if !slices.Contains(TLSVersions(), t.MinVersion) {
+			v.add("server.tls.min_version", "%s", notOneOf(t.MinVersion, "is not a TLS version audgate accepts as the minimum", TLSVersions()))
+		}
+		switch {
+		case t.ClientAuth != "request" && t.ClientAuth != "require":
+			v.add("server.tls.client_auth", "%s", notOneOf(t.ClientAuth, "is not a client certificate mode", []string{"request", "require"}))
+		case t.ClientAuth == "require" && t.ClientCAFile == "":
+			v.add("server.tls.client_auth", "require needs client_ca_file, the CAs client certificates are verified against")
+		}
 	}
 	for i, h := range s.StripInboundHeaders {
 		p := fmt.Sprintf("server.strip_inbound_headers[%d]", i)

@@ -226,8 +226,13 @@ func newEnvWith(t testing.TB, edit func(yaml string) string, opts Options) *env 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	e.srv = httptest.NewServer(e.gw.Handler())
-	t.Cleanup(e.srv.Close)
+	if e.gw.tlsConfig == nil {
+		// The server run serves with: its header limit and timeouts.
+		e.srv = httptest.NewUnstartedServer(nil)
+		e.srv.Config = e.gw.Server()
+		e.srv.Start()
+		t.Cleanup(e.srv.Close)
+	}
 	t.Cleanup(e.gw.Close)
 	return e
 }

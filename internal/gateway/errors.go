@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -80,6 +81,8 @@ func errorResponse(err error) response {
 		misconf *tokens.ConfigError
 	)
 	switch {
+	case errors.Is(err, errBodyStalled):
+		return response{status: 408, code: "request_timeout", desc: "the request body stopped arriving", level: slog.LevelInfo}
 	case errors.As(err, &pathE):
 		return response{status: 400, code: "invalid_request", desc: pathE.err.Error(), level: slog.LevelInfo}
 	case errors.As(err, &large):
@@ -225,6 +228,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if dry := dryRunOf(r.Context()); dry != nil {
 		dry.err = err
 	}
+	if stalledBody(r) {
+		err = fmt.Errorf("%w: %w", errBodyStalled, err)
+	}
 	res := errorResponse(err)
 	id := requestID(r)
 	path := r.URL.Path
@@ -248,6 +254,14 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if res.retryAfter != "" {
 		h.Set("Retry-After", res.retryAfter)
+	}
+	if r.ProtoMajor == 1 && unreadBody(r) {
+		// Go's server would read the unread body, up to 256 KiB, before
+		// the response (or after it, to reuse the connection): a caller
+		// that never sends it would hold the connection. Close it instead,
+		// and end any read of it now. (HTTP/2 resets the stream itself.)
+		h.Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
 	w.WriteHeader(res.status)
 	_ = json.NewEncoder(w).Encode(errorBody{Error: res.code, ErrorDescription: res.desc, RequestID: id})

@@ -176,6 +176,15 @@ func Check(ctx context.Context, cfg *config.Config, embedded fs.FS, out io.Write
 	if err := telemetry.CheckOutput(cfg.Policy.DecisionLog.Output); err != nil {
 		return fmt.Errorf("policy.decision_log: %w", err)
 	}
+	if _, err := newClientIPs(cfg.Server, nil); err != nil {
+		return err
+	}
+	if cfg.Server.TLS != nil {
+		if _, _, err := newTLSConfig(cfg.Server.TLS, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "server.tls: certificate and key load")
+	}
 	g := &Gateway{cfg: cfg, log: slog.New(slog.DiscardHandler), obs: telemetry.NewObserver(nil), ups: map[string]*upstream{}}
 	po, err := g.policyOptions(Options{Policies: embedded})
 	if err != nil {

@@ -65,6 +65,9 @@ type Options struct {
 	// such a gateway reads callers' tokens without verifying them.
 	// Default: false.
 	EvalOnly bool
+	// CertWatchInterval is how often server.tls's files are checked for
+	// a new certificate. Default: 5s.
+	CertWatchInterval time.Duration
 }
 
 // Gateway is one configured gateway. It is read-only after New.
@@ -86,6 +89,8 @@ type Gateway struct {
 	routePaths map[string]bool   // configured route paths
 	tokenViews *authn.Attachment[*tokenView]
 	evalOnly   bool
+	tlsConfig  *tls.Config // the listener's; nil on plain HTTP
+	clientIPs  *clientIPs
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -133,6 +138,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	}
 	if err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
+	}
+	if g.clientIPs, err = newClientIPs(cfg.Server, g.log); err != nil {
+		return nil, err
+	}
+	if cfg.Server.TLS != nil && !opts.EvalOnly {
+		var certs *certReloader
+		if g.tlsConfig, certs, err = newTLSConfig(cfg.Server.TLS, g.log); err != nil {
+			return nil, err
+		}
+		go certs.watch(ctx, opts.CertWatchInterval)
 	}
 	g.workers = policy.NewWorkers(0)
 	ok := false

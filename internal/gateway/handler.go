@@ -80,6 +80,12 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		// stage, and writeError, read it there.
 		id := g.ids.next(r.Header.Get("X-Request-Id"))
 		tooLarge := headerBytes(r) > g.cfg.Server.MaxHeaderBytes // as sent
+		if cl, ok := g.clientIPs.behindProxy(r); ok {
+			c.Set(callerKey, cl)
+		}
+		for _, k := range forwarding {
+			delete(r.Header, k) // a proxy's account is believed only as callerKey
+		}
 		g.strip.strip(r.Header)
 		dropUnderscoreHeaders(r.Header)
 		joinRepeated(r.Header)
@@ -94,9 +100,6 @@ func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if r.ContentLength > g.cfg.Server.MaxBodyBytes {
 			return &tooLargeError{status: http.StatusRequestEntityTooLarge, what: "request body is too large"}
-		}
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(c.Response(), r.Body, g.cfg.Server.MaxBodyBytes)
 		}
 		return next(c)
 	}

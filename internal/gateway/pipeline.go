@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -149,13 +148,26 @@ func (g *Gateway) obtain(ctx context.Context, cl *call, d policy.Decision) (*tok
 	return treq, tok, outcome, err
 }
 
-// forward proxies the request upstream with the downstream token.
-func (g *Gateway) forward(w http.ResponseWriter, cl *call, d policy.Decision, treq *tokens.Request, tok tokens.Token) {
+// forward proxies the request upstream with the downstream token. The
+// body, if any, is read only here, through inboundBody.
+func (g *Gateway) forward(c echo.Context, cl *call, d policy.Decision, treq *tokens.Request, tok tokens.Token) {
 	up := cl.route.upstream
 	b := up.binding
-	up.proxy.Serve(w, cl.r, &proxy.Outbound{
+	w, r := c.Response(), cl.r
+	if r.Body != nil && r.Body != http.NoBody {
+		// A copy: the server's own request keeps the server's body, and
+		// with it Go's 100-continue and unread-body handling.
+		body := newInboundBody(w, cl.r.Body, g.cfg.Server.MaxBodyBytes, g.cfg.Server.BodyReadTimeout.D())
+		r = r.WithContext(context.WithValue(r.Context(), inboundBodyKey{}, body))
+		r.Body = body
+	}
+	var chain []string
+	if cl, ok := c.Get(callerKey).(caller); ok {
+		chain = cl.chain
+	}
+	up.proxy.Serve(w, r, &proxy.Outbound{
 		Token: tok.Value, Headers: d.Headers, StripPrefix: cl.route.stripPrefix,
-		RequestID: requestID(cl.r), ResponseHeaders: d.ResponseHeaders,
+		RequestID: requestID(cl.r), ResponseHeaders: d.ResponseHeaders, ForwardedFor: chain,
 		Drop: func() bool { return g.cache.Drop(b, treq, tok.Value) },
 		Refresh: func(ctx context.Context) (string, error) {
 			tok, outcome, err := g.cache.Token(ctx, b, treq)
@@ -197,7 +209,7 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			g.logDecision(cl, v, err, errorResponse(err).status, to)
 			return err
 		}
-		g.forward(c.Response(), cl, d, treq, tok)
+		g.forward(c, cl, d, treq, tok)
 		g.logDecision(cl, v, nil, c.Response().Status, to)
 		return nil
 	}
@@ -280,9 +292,14 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 			params[n] = values[i]
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+	peer := peerIP(r)
+	client := peer
+	if cl, ok := c.Get(callerKey).(caller); ok {
+		client = cl.ip
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
 	}
 	path := r.URL.Path
 	var segments []string
@@ -297,7 +314,8 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 	return &policy.Input{
 		Request: policy.Request{
 			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
-			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: host,
+			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: peer,
+			Scheme: scheme, Protocol: r.Proto, ClientIP: client, TLS: tlsInput(r.TLS),
 		},
 		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
 		Upstream:      u.input,

@@ -34,9 +34,40 @@ type Request struct {
 	Query    map[string][]string `json:"query"`
 	// Headers has lower-case names, repeated values joined with ", ", and
 	// never Authorization.
-	Headers  map[string]string `json:"headers"`
-	Host     string            `json:"host"`
-	RemoteIP string            `json:"remote_ip"`
+	Headers map[string]string `json:"headers"`
+	Host    string            `json:"host"`
+	// Scheme is http or https: how the caller reached the gateway.
+	Scheme string `json:"scheme,omitempty"`
+	// Protocol is the HTTP version, e.g. HTTP/1.1 or HTTP/2.0.
+	Protocol string `json:"protocol,omitempty"`
+	// RemoteIP is the TCP peer.
+	RemoteIP string `json:"remote_ip"`
+	// ClientIP is the caller: from the client IP header when the peer is
+	// a trusted proxy, else the peer.
+	ClientIP string `json:"client_ip,omitempty"`
+	// TLS describes the caller's TLS session; nil on plain HTTP.
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// TLS is the caller's TLS session.
+type TLS struct {
+	// Version is "1.2" or "1.3".
+	Version string `json:"version"`
+	// ClientCertificate is the verified client certificate; nil when none
+	// was presented (or it could not be verified).
+	ClientCertificate *Certificate `json:"client_certificate,omitempty"`
+}
+
+// Certificate is a verified client certificate.
+type Certificate struct {
+	Subject           string   `json:"subject"`
+	Issuer            string   `json:"issuer"`
+	Serial            string   `json:"serial"` // hexadecimal
+	DNSNames          []string `json:"dns_names"`
+	URIs              []string `json:"uris"` // a SPIFFE ID is one
+	Emails            []string `json:"emails"`
+	FingerprintSHA256 string   `json:"fingerprint_sha256"` // hexadecimal, of the DER certificate
+	NotAfter          int64    `json:"not_after"`          // seconds since the epoch
 }
 
 // Route is the configured route that matched.
@@ -105,7 +136,7 @@ func (r *Request) value() ast.Value {
 	for k, vs := range r.Query {
 		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
 	}
-	return ast.NewObject(
+	obj := ast.NewObject(
 		item("method", ast.String(r.Method)),
 		item("path", ast.String(r.Path)),
 		item("segments", stringArray(r.Segments)),
@@ -114,6 +145,52 @@ func (r *Request) value() ast.Value {
 		item("host", ast.String(r.Host)),
 		item("remote_ip", ast.String(r.RemoteIP)),
 	)
+	for _, kv := range [...][2]string{{"scheme", r.Scheme}, {"protocol", r.Protocol}, {"client_ip", r.ClientIP}} {
+		if kv[1] != "" {
+			obj.Insert(keyTerm(kv[0]), ast.StringTerm(kv[1]))
+		}
+	}
+	if r.TLS != nil {
+		obj.Insert(keyTerm("tls"), ast.NewTerm(r.TLS.value()))
+	}
+	return obj
+}
+
+func (t *TLS) value() ast.Value {
+	obj := ast.NewObject(item("version", ast.String(t.Version)))
+	if c := t.ClientCertificate; c != nil {
+		obj.Insert(keyTerm("client_certificate"), ast.NewTerm(ast.NewObject(
+			item("subject", ast.String(c.Subject)),
+			item("issuer", ast.String(c.Issuer)),
+			item("serial", ast.String(c.Serial)),
+			item("dns_names", stringArray(c.DNSNames)),
+			item("uris", stringArray(c.URIs)),
+			item("emails", stringArray(c.Emails)),
+			item("fingerprint_sha256", ast.String(c.FingerprintSHA256)),
+			item("not_after", ast.Number(strconv.FormatInt(c.NotAfter, 10))),
+		)))
+	}
+	return obj
+}
+
+// jsonMap is t as a JSON tree.
+func (t *TLS) jsonMap() map[string]any {
+	out := map[string]any{"version": t.Version}
+	if c := t.ClientCertificate; c != nil {
+		strs := func(ss []string) []any {
+			out := make([]any, len(ss))
+			for i, s := range ss {
+				out[i] = s
+			}
+			return out
+		}
+		out["client_certificate"] = map[string]any{
+			"subject": c.Subject, "issuer": c.Issuer, "serial": c.Serial,
+			"dns_names": strs(c.DNSNames), "uris": strs(c.URIs), "emails": strs(c.Emails),
+			"fingerprint_sha256": c.FingerprintSHA256, "not_after": c.NotAfter,
+		}
+	}
+	return out
 }
 
 // Value returns the token part of the input.
@@ -143,6 +220,8 @@ var inputKeys = func() map[string]*ast.Term {
 	for _, k := range []string{
 		"request", "route", "upstream", "token", "method", "path", "segments", "query",
 		"headers", "host", "remote_ip", "params", "name", "token_source", "audiences",
+		"scheme", "protocol", "client_ip", "tls", "version", "subject", "issuer", "serial",
+		"dns_names", "uris", "emails", "fingerprint_sha256", "not_after", "client_certificate",
 		"issuer", "subject", "client_id", "audience", "scopes", "expires_at", "claims",
 	} {
 		m[k] = ast.StringTerm(k)
@@ -151,11 +230,15 @@ var inputKeys = func() map[string]*ast.Term {
 }()
 
 func item(key string, v ast.Value) [2]*ast.Term {
-	k, ok := inputKeys[key]
-	if !ok {
-		k = ast.StringTerm(key)
+	return [2]*ast.Term{keyTerm(key), ast.NewTerm(v)}
+}
+
+// keyTerm is the term of an input object key, shared when it is known.
+func keyTerm(key string) *ast.Term {
+	if k, ok := inputKeys[key]; ok {
+		return k
 	}
-	return [2]*ast.Term{k, ast.NewTerm(v)}
+	return ast.StringTerm(key)
 }
 
 func stringArray(ss []string) ast.Value {
@@ -205,13 +288,22 @@ func (in *Input) JSONMap() map[string]any {
 	if claims == nil {
 		claims = map[string]any{}
 	}
+	request := map[string]any{
+		"method": in.Request.Method, "path": in.Request.Path, "segments": strs(in.Request.Segments),
+		"query": query, "headers": strMap(in.Request.Headers), "host": in.Request.Host,
+		"remote_ip": in.Request.RemoteIP,
+	}
+	for k, v := range map[string]string{"scheme": in.Request.Scheme, "protocol": in.Request.Protocol, "client_ip": in.Request.ClientIP} {
+		if v != "" {
+			request[k] = v
+		}
+	}
+	if in.Request.TLS != nil {
+		request["tls"] = in.Request.TLS.jsonMap()
+	}
 	return map[string]any{
-		"request": map[string]any{
-			"method": in.Request.Method, "path": in.Request.Path, "segments": strs(in.Request.Segments),
-			"query": query, "headers": strMap(in.Request.Headers), "host": in.Request.Host,
-			"remote_ip": in.Request.RemoteIP,
-		},
-		"route": map[string]any{"path": in.Route.Path, "params": strMap(in.Route.Params), "upstream": in.Route.Upstream},
+		"request": request,
+		"route":   map[string]any{"path": in.Route.Path, "params": strMap(in.Route.Params), "upstream": in.Route.Upstream},
 		"upstream": map[string]any{
 			"name": in.Upstream.Name, "token_source": in.Upstream.TokenSource, "audiences": strs(in.Upstream.Audiences),
 		},

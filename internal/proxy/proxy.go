@@ -67,6 +67,10 @@ type Outbound struct {
 	// ResponseHeaders are set, replacing the upstream's, on the response
 	// to the caller.
 	ResponseHeaders map[string]string
+	// ForwardedFor is the chain of addresses trusted proxies vouched for,
+	// from the caller on; X-Forwarded-For is it plus the peer. Without
+	// it, X-Forwarded-For is the peer alone.
+	ForwardedFor []string
 	// Drop, if set, forgets the downstream token because the upstream
 	// answered 401 to it, and reports whether a fresh one may be tried (it
 	// declines to bound how often one key is refetched).
@@ -158,8 +162,11 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.URL.RawPath = stripPrefix(pr.Out.URL.RawPath, out.StripPrefix)
 	}
 	pr.SetURL(u.target)
-	pr.SetXForwarded()
+	pr.SetXForwarded() // ReverseProxy removed any X-Forwarded-For before Rewrite: the peer alone
 	h := pr.Out.Header
+	if len(out.ForwardedFor) > 0 {
+		h.Set("X-Forwarded-For", strings.Join(out.ForwardedFor, ", ")+", "+h.Get("X-Forwarded-For"))
+	}
 	for _, k := range spoofable {
 		h.Del(k)
 	}

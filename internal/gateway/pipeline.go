@@ -88,8 +88,9 @@ type verdict struct {
 	// or when no policy is in force.
 	decision policy.Decision
 	decided  bool
-	// engine is the policy that decided, took how long it took.
+	// engine is the policy that decided, at when, took how long it took.
 	engine *policy.Engine
+	at     time.Time
 	took   time.Duration
 }
 
@@ -102,15 +103,18 @@ var errPolicyNotReady = policy.ErrNotReady
 func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (verdict, error) {
 	var v verdict
 	start := time.Now()
-	v.engine = g.policy.Engine()
-	if v.engine == nil {
-		return v, fmt.Errorf("%w: %v", errPolicyNotReady, g.policy.Ready())
-	}
+	v.at = start
 	var err error
 	if trace != nil {
+		if v.engine = g.policy.Engine(); v.engine == nil {
+			return v, fmt.Errorf("%w: %v", errPolicyNotReady, g.policy.Ready())
+		}
 		v.decision, err = v.engine.Explain(ctx, in, trace)
 	} else {
-		v.decision, err = v.engine.Decide(ctx, in)
+		v.engine, v.decision, err = g.policy.Decide(ctx, in)
+		if v.engine == nil {
+			return v, err
+		}
 	}
 	v.took = time.Since(start)
 	d := &v.decision
@@ -209,8 +213,11 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			g.logDecision(cl, v, err, errorResponse(err).status, to)
 			return err
 		}
+		// Logged even when the proxy panics (http.ErrAbortHandler: the
+		// caller or the upstream went away mid-body): the request did
+		// reach the upstream.
+		defer func() { g.logDecision(cl, v, nil, c.Response().Status, to) }()
 		g.forward(c, cl, d, treq, tok)
-		g.logDecision(cl, v, nil, c.Response().Status, to)
 		return nil
 	}
 }
@@ -261,7 +268,7 @@ func (g *Gateway) logDecision(cl *call, v verdict, err error, status int, tok *t
 		}
 		custom["token_source"] = ts
 	}
-	r := &policy.Record{DecisionID: g.ids.next(""), Timestamp: time.Now(), Engine: v.engine,
+	r := &policy.Record{DecisionID: g.ids.next(""), Timestamp: v.at, Engine: v.engine,
 		Input: cl.input, Decision: v.decision, Eval: v.took, Custom: custom}
 	if !v.decided {
 		r.Err = err

@@ -107,3 +107,22 @@ func TestReplay(t *testing.T) {
 		t.Errorf("first difference: %+v", revoked.Differences)
 	}
 }
+
+// TestSameOutcome: an error then and an error now is no change, however
+// each is worded; a deny's reason is not compared; an allow's token is.
+func TestSameOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		a, b outcome
+		same bool
+	}{
+		{outcome{kind: "error", detail: "evaluation error: {...}"}, outcome{kind: "error", detail: "policy_error x"}, true},
+		{outcome{kind: "deny", status: 403, detail: "a"}, outcome{kind: "deny", status: 401, detail: "b"}, true},
+		{outcome{kind: "error"}, outcome{kind: "deny"}, false},
+		{outcome{kind: "allow", aud: "a"}, outcome{kind: "allow", aud: "b"}, false},
+		{outcome{kind: "allow", aud: "a", scopes: []string{"x"}}, outcome{kind: "allow", aud: "a", scopes: []string{"x"}}, true},
+	} {
+		if got := sameOutcome(tc.a, tc.b); got != tc.same {
+			t.Errorf("sameOutcome(%v, %v) = %v", tc.a, tc.b, got)
+		}
+	}
+}

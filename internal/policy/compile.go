@@ -23,6 +23,9 @@ type checker struct {
 	capabilities *ast.Capabilities
 	schemas      *ast.SchemaSet
 	allowNetwork bool
+	// eventPackages are the packages of the decision log's mask and drop
+	// rules, which see an event, not the input: no schema applies there.
+	eventPackages []ast.Ref
 }
 
 func newChecker(allowNetwork bool, inputSchema []byte) (*checker, error) {
@@ -47,17 +50,38 @@ func newChecker(allowNetwork bool, inputSchema []byte) (*checker, error) {
 	return c, nil
 }
 
+var systemRef = ast.MustParseRef("data.system")
+
+// rulePackage is the package of the rule at a decision_logs path
+// (slash form, e.g. acme/log/mask is data.acme.log).
+func rulePackage(path string) (ast.Ref, bool) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) < 2 {
+		return nil, false
+	}
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for _, p := range parts[:len(parts)-1] {
+		ref = append(ref, ast.StringTerm(p))
+	}
+	return ref, true
+}
+
 // schemaInput is the input schema's name, as `opa check -s policies/schemas`
 // names policies/schemas/input.json.
 var schemaInput = ast.MustParseRef("schema.input")
 
 // scopeSchema applies the input schema to m, as a package annotation
 // naming schema.input would, unless m names a schema for input itself.
-// Modules under data.system are left alone: the decision log's mask and
-// drop rules see an event, not the input.
-func scopeSchema(m *ast.Module) {
-	if m.Package == nil || m.Package.Path.HasPrefix(ast.MustParseRef("data.system")) {
+// Modules under data.system and the packages of the configured mask and
+// drop rules are left alone: those rules see an event, not the input.
+func (c *checker) scopeSchema(m *ast.Module) {
+	if m.Package == nil || m.Package.Path.HasPrefix(systemRef) {
 		return
+	}
+	for _, p := range c.eventPackages {
+		if m.Package.Path.Equal(p) {
+			return
+		}
 	}
 	schema := &ast.SchemaAnnotation{Path: ast.InputRootRef, Schema: schemaInput}
 	for _, a := range m.Annotations {
@@ -114,7 +138,7 @@ func (c *checker) compileSources(sources map[string][]byte, conflicts func([]str
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		if c.schemas != nil {
-			scopeSchema(m)
+			c.scopeSchema(m)
 		}
 		modules[name] = m
 	}

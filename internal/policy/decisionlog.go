@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -70,27 +71,102 @@ func (rt *Runtime) LogNow(ctx context.Context, r *Record) error {
 	if plugin == nil {
 		return errors.New("decision log: no decision_logs plugin")
 	}
-	return plugin.Log(ctx, r.info())
+	return rt.logOne(ctx, plugin, r)
+}
+
+// logOne hands r to the plugin inside a read transaction, as OPA's server
+// does. The plugin prepares its mask and drop queries under its own lock,
+// which a commit's trigger also takes while the commit holds the store:
+// without the transaction, the plugin would open one while holding that
+// lock, and a commit in between would deadlock both (and every
+// evaluation behind them). The order is always store, then plugin.
+func (rt *Runtime) logOne(ctx context.Context, plugin *logs.Plugin, r *Record) error {
+	txn, err := rt.store.NewTransaction(ctx)
+	if err != nil {
+		return err
+	}
+	defer rt.store.Abort(ctx, txn)
+	info := r.info()
+	info.Txn = txn
+	return plugin.Log(ctx, info)
 }
 
 func (rt *Runtime) logLoop(ctx context.Context) {
 	defer close(rt.logDone)
+	ctx = context.WithoutCancel(ctx)
 	for r := range rt.logs {
 		plugin := logs.Lookup(rt.manager)
 		if plugin == nil {
 			continue
 		}
-		if err := plugin.Log(context.WithoutCancel(ctx), r.info()); err != nil {
+		if err := rt.logOne(ctx, plugin, r); err != nil {
 			rt.log.Error("decision log: event not logged", "decision_id", r.DecisionID, "error", err.Error())
 		}
-		if len(rt.logs) == 0 && rt.opts.DecisionLog != nil {
-			if err := rt.opts.DecisionLog.Flush(); err != nil {
-				rt.log.Error("decision log: flush failed", "error", err.Error())
+	}
+}
+
+// eventSink writes the events OPA's decision log plugin hands logPlugin,
+// on its own goroutine: the plugin runs inside a store read transaction
+// (see logOne), which must not wait on a slow writer, or a commit would
+// wait on it, and every evaluation on the commit. When the writer falls
+// behind, events are dropped and counted.
+type eventSink struct {
+	w      EventWriter
+	onDrop func()
+	log    *slog.Logger
+	lines  chan []byte
+	done   chan struct{}
+	mu     sync.RWMutex
+	closed bool
+}
+
+func newEventSink(w EventWriter, size int, onDrop func(), log *slog.Logger) *eventSink {
+	s := &eventSink{w: w, onDrop: onDrop, log: log, lines: make(chan []byte, size), done: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+func (s *eventSink) run() {
+	defer close(s.done)
+	for line := range s.lines {
+		if err := s.w.WriteEvent(line); err != nil {
+			s.log.Error("decision log: event not written", "error", err.Error())
+		}
+		if len(s.lines) == 0 {
+			if err := s.w.Flush(); err != nil {
+				s.log.Error("decision log: flush failed", "error", err.Error())
 			}
 		}
 	}
-	if rt.opts.DecisionLog != nil {
-		_ = rt.opts.DecisionLog.Flush()
+	_ = s.w.Flush()
+}
+
+func (s *eventSink) put(line []byte) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.lines <- line:
+	default:
+		if s.onDrop != nil {
+			s.onDrop()
+		}
+	}
+}
+
+// close writes out what is queued, waiting at most until ctx ends.
+func (s *eventSink) close(ctx context.Context) {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.lines)
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
 	}
 }
 
@@ -178,8 +254,8 @@ func deepCopy(v any) any {
 const logPluginName = "audgate_decision_log"
 
 // logPlugin is an OPA decision log plugin (logs.Logger): OPA hands it each
-// event after masking, and it writes the event as one JSON line.
-type logPlugin struct{ w EventWriter }
+// event after masking, and it queues the event as one JSON line.
+type logPlugin struct{ sink *eventSink }
 
 var _ logs.Logger = logPlugin{}
 
@@ -192,21 +268,24 @@ func (p logPlugin) Log(_ context.Context, e logs.EventV1) error {
 	if err != nil {
 		return err
 	}
-	return p.w.WriteEvent(line)
+	p.sink.put(line)
+	return nil
 }
 
 // logPluginFactory makes the logPlugin for OPA's plugin set.
-type logPluginFactory struct{ w EventWriter }
+type logPluginFactory struct{ sink *eventSink }
 
 func (logPluginFactory) Validate(*plugins.Manager, []byte) (any, error) { return nil, nil }
 
-func (f logPluginFactory) New(*plugins.Manager, any) plugins.Plugin { return logPlugin{w: f.w} }
+func (f logPluginFactory) New(*plugins.Manager, any) plugins.Plugin { return logPlugin{sink: f.sink} }
 
 // The mask rule audgate points OPA's decision_logs.mask_decision at: the
 // user's own mask rule (system.log.mask, or the configured one), plus the
 // configured pointers, which always apply.
 const (
-	logModuleID     = "audgate/decision_log_mask.rego"
+	// logModuleID is no path a bundle's module can have: those are
+	// "<bundle name>/<file path>".
+	logModuleID     = "audgate:decision_log_mask.rego"
 	logMaskDecision = "audgate_decision_log/mask"
 )
 

@@ -83,16 +83,40 @@ func (e *Engine) Revisions() map[string]string { return e.revisions }
 // Decide evaluates the policy for in. The returned Decision is decoded but
 // not yet checked against an upstream's limits (see Decision.Check); its
 // Raw holds the policy's value. An undefined decision denies; an
-// evaluation error is an *Error.
+// evaluation error is an *Error. It reads the store as it is when the
+// evaluation starts: Runtime.Decide is what requests use.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	return e.decide(ctx, in, nil)
+}
+
+func (e *Engine) decide(ctx context.Context, in *Input, txn storage.Transaction) (Decision, error) {
 	v, err := in.Value()
 	if err != nil {
 		return Decision{}, &Error{Msg: "build input", Err: err}
 	}
 	if e.workers == nil {
-		return e.eval(ctx, v)
+		return e.eval(ctx, v, txn)
 	}
-	return e.workers.run(&evaluation{e: e, ctx: ctx, input: v, res: make(chan evalResult, 1)})
+	return e.workers.run(&evaluation{e: e, ctx: ctx, input: v, txn: txn, res: make(chan evalResult, 1)})
+}
+
+// Decide evaluates the policy in force for in and returns the Engine that
+// decided. The store's read transaction is opened before the Engine is
+// chosen, and a commit swaps the Engine while it holds the store: the
+// policy and the data it reads always come from the same commit. Before
+// a policy is in force, the error wraps ErrNotReady.
+func (rt *Runtime) Decide(ctx context.Context, in *Input) (*Engine, Decision, error) {
+	txn, err := rt.store.NewTransaction(ctx)
+	if err != nil {
+		return nil, Decision{}, &Error{Msg: "open the policy store", Err: err}
+	}
+	defer rt.store.Abort(ctx, txn)
+	e := rt.Engine()
+	if e == nil {
+		return nil, Decision{}, fmt.Errorf("%w: %v", ErrNotReady, rt.Ready())
+	}
+	d, err := e.decide(ctx, in, txn)
+	return e, d, err
 }
 
 func (e *Engine) evalOptions(v ast.Value) []rego.EvalOption {
@@ -103,7 +127,7 @@ func (e *Engine) evalOptions(v ast.Value) []rego.EvalOption {
 	return opts
 }
 
-func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
+func (e *Engine) eval(ctx context.Context, v ast.Value, txn storage.Transaction) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, &Error{Msg: "evaluate " + e.queryS, Err: err}
 	}
@@ -113,7 +137,11 @@ func (e *Engine) eval(ctx context.Context, v ast.Value) (Decision, error) {
 	// starts one only if ctx actually ends first.
 	stop := topdown.NewCancel()
 	defer context.AfterFunc(ctx, stop.Cancel)()
-	rs, err := e.query.Eval(ctx, append(e.evalOptions(v), rego.EvalExternalCancel(stop))...)
+	opts := append(e.evalOptions(v), rego.EvalExternalCancel(stop))
+	if txn != nil {
+		opts = append(opts, rego.EvalTransaction(txn))
+	}
+	rs, err := e.query.Eval(ctx, opts...)
 	return e.result(rs, err)
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage"
 )
 
 // Workers evaluate policies on long-lived goroutines. Rego evaluation
@@ -27,6 +28,7 @@ type evaluation struct {
 	e     *Engine
 	ctx   context.Context
 	input ast.Value
+	txn   storage.Transaction // nil: the evaluation opens its own
 	res   chan evalResult
 }
 
@@ -63,7 +65,7 @@ func (w *Workers) run(j *evaluation) (Decision, error) {
 	case <-w.done:
 	case <-j.ctx.Done():
 	}
-	return j.e.eval(j.ctx, j.input)
+	return j.e.eval(j.ctx, j.input, j.txn)
 }
 
 //go:noinline
@@ -79,7 +81,7 @@ func (w *Workers) serve() {
 	for {
 		select {
 		case j := <-w.jobs:
-			d, err := j.e.eval(j.ctx, j.input)
+			d, err := j.e.eval(j.ctx, j.input, j.txn)
 			j.res <- evalResult{d, err}
 		case <-w.done:
 			return

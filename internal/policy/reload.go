@@ -57,6 +57,8 @@ func (rt *Runtime) Reload(ctx context.Context) error {
 	if !rt.local || rt.opts.Path == "" {
 		return fmt.Errorf("policy: only a local policy.path reloads")
 	}
+	rt.reloadMu.Lock() // one reload at a time: each sets rt.revision
+	defer rt.reloadMu.Unlock()
 	prev := rt.revision
 	files, b, err := rt.loadLocal()
 	if err != nil {
@@ -71,7 +73,11 @@ func (rt *Runtime) Reload(ctx context.Context) error {
 		}
 		data = b.Data
 	}
-	err = storage.Txn(ctx, rt.store, storage.WriteParams, func(txn storage.Transaction) error {
+	// A Context in the params is where the store hands the manager the
+	// compiler it made; without one, the manager would recompile the
+	// policy itself, with OPA's rules, inside the commit.
+	params := storage.TransactionParams{Write: true, Context: storage.NewContext()}
+	err = storage.Txn(ctx, rt.store, params, func(txn storage.Transaction) error {
 		ids, err := rt.store.ListPolicies(ctx, txn)
 		if err != nil {
 			return err

@@ -67,7 +67,7 @@ type Options struct {
 	// checked against it. Default: none.
 	InputSchema []byte
 	// OPA is OPA's own configuration (services, bundles, decision_logs,
-	// status, discovery, keys, labels, caching). Default: none.
+	// status, keys, labels, caching; not discovery). Default: none.
 	OPA map[string]any
 	// InstanceID is this replica's id in OPA's labels and status.
 	InstanceID string
@@ -100,7 +100,8 @@ type Options struct {
 
 // EventWriter writes decision log events, one JSON object each.
 type EventWriter interface {
-	// WriteEvent writes one event. It is called from one goroutine.
+	// WriteEvent writes one event. It is called from one goroutine, never
+	// while the policy's store is held.
 	WriteEvent(event []byte) error
 	// Flush writes out what is buffered; it is called when no event waits.
 	Flush() error
@@ -119,9 +120,10 @@ type Runtime struct {
 	iqCache cache.InterQueryCache
 	iqValue cache.InterQueryValueCache
 
-	local    bool   // the policy is local, not from bundles
-	revision string // of the local policy
-	userMask string // the data path of the user's mask rule, slash form
+	local    bool       // the policy is local, not from bundles
+	reloadMu sync.Mutex // held by Reload, which sets revision
+	revision string     // of the local policy
+	userMask string     // the data path of the user's mask rule, slash form
 
 	mu      sync.Mutex
 	bundles map[string]*bundleplugin.Status // configured bundles' latest status
@@ -131,6 +133,7 @@ type Runtime struct {
 
 	logs    chan *Record
 	logDone chan struct{}
+	sink    *eventSink // Options.DecisionLog's writer; nil without
 	closeMu sync.RWMutex
 	closed  bool
 }
@@ -151,11 +154,12 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 	m := rt.manager
 	factories := map[string]plugins.Factory{}
 	if rt.opts.DecisionLog != nil {
-		factories[logPluginName] = logPluginFactory{w: rt.opts.DecisionLog}
+		rt.sink = newEventSink(rt.opts.DecisionLog, rt.opts.LogQueue, rt.opts.OnLogDropped, rt.log)
+		factories[logPluginName] = logPluginFactory{sink: rt.sink}
 	}
 	// discovery.New builds OPA's plugin set (bundles, decision logs,
-	// status, and audgate's log writer) from the configuration, and
-	// rebuilds it when a discovery bundle changes the configuration.
+	// status, and audgate's log writer) from the configuration, as OPA
+	// does; the discovery section itself is refused (see opaConfig).
 	rt.pluginMetrics = metrics.New()
 	disco, err := discovery.New(m, discovery.Factories(factories), discovery.Metrics(rt.pluginMetrics),
 		discovery.Hooks(hooks.New(labelsHook{version: rt.opts.Version})))
@@ -170,7 +174,8 @@ func Start(ctx context.Context, opts Options) (*Runtime, error) {
 		bp.Register("audgate", rt.bundleStatus)
 	}
 	if err := m.Start(ctx); err != nil {
-		m.Stop(ctx)
+		// Not m.Stop: a plugin that never started can block it forever.
+		rt.closeSink(ctx)
 		return nil, fmt.Errorf("policy.opa: %w", err)
 	}
 	rt.logs, rt.logDone = make(chan *Record, rt.opts.LogQueue), make(chan struct{})
@@ -197,8 +202,7 @@ func Check(ctx context.Context, opts Options) error {
 }
 
 // validatePlugins checks the configuration of OPA's plugins (bundles,
-// decision logs, status, discovery) as building them would, without
-// building them.
+// decision logs, status) as building them would, without building them.
 func validatePlugins(m *plugins.Manager, logPlugin bool) error {
 	cfg := m.GetConfig()
 	var plugs []string
@@ -216,10 +220,6 @@ func validatePlugins(m *plugins.Manager, logPlugin bool) error {
 	if _, err := status.NewConfigBuilder().WithBytes(cfg.Status).WithServices(m.Services()).
 		WithPlugins(plugs).Parse(); err != nil {
 		return fmt.Errorf("policy.opa.status: %w", err)
-	}
-	if _, err := discovery.NewConfigBuilder().WithBytes(cfg.Discovery).WithServices(m.Services()).
-		WithKeyConfigs(m.PublicKeys()).Parse(); err != nil {
-		return fmt.Errorf("policy.opa.discovery: %w", err)
 	}
 	return nil
 }
@@ -272,6 +272,9 @@ func build(ctx context.Context, opts Options, id string) (*Runtime, error) {
 	}
 	rt.store = newCheckingStore(inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)), check)
 	rt.store.extra = map[string][]byte{logModuleID: logModule(opts.Masks, rt.userMask)}
+	if rt.store.query, err = ast.ParseBody(opts.Query); err != nil {
+		return nil, fmt.Errorf("policy.query: %q: %w", opts.Query, err)
+	}
 	m, err := plugins.New(raw, id, rt.store, mopts...)
 	if err != nil {
 		return nil, fmt.Errorf("policy.opa: %w", err)
@@ -301,6 +304,13 @@ func (rt *Runtime) opaConfig() (raw []byte, bundles bool, err error) {
 	if cfg == nil {
 		cfg = map[string]any{}
 	}
+	if _, set := cfg["discovery"]; set {
+		// A discovered configuration replaces decision_logs and bundles
+		// after start: audgate's output and masks, which it imposes on
+		// decision_logs, would silently stop applying, and readiness is
+		// gated on the bundles named at start.
+		return nil, false, errors.New("policy.opa.discovery: not supported: a discovered configuration could replace the decision log masks and output audgate imposes and the bundles readiness waits for; configure services, bundles, decision_logs and status directly")
+	}
 	_, bundles = cfg["bundles"]
 	if _, old := cfg["bundle"]; old {
 		bundles = true
@@ -324,12 +334,19 @@ func (rt *Runtime) opaConfig() (raw []byte, bundles bool, err error) {
 		cfg["plugins"] = plugs
 	}
 	rt.userMask = "system/log/mask"
+	drop := ""
 	if dl != nil {
 		if m, ok := dl["mask_decision"].(string); ok && m != "" {
 			rt.userMask = strings.Trim(m, "/")
 		}
+		drop, _ = dl["drop_decision"].(string)
 		dl["mask_decision"] = logMaskDecision
 		cfg["decision_logs"] = dl
+	}
+	for _, p := range []string{rt.userMask, drop, logMaskDecision} {
+		if ref, ok := rulePackage(p); ok {
+			rt.check.eventPackages = append(rt.check.eventPackages, ref)
+		}
 	}
 	raw, err = json.Marshal(cfg)
 	return raw, bundles, err
@@ -491,7 +508,8 @@ func fingerprintModules(res *loader.Result) string {
 }
 
 // compilerChanged runs inside the commit of every policy change (the first
-// load, a reload, a bundle activation): it prepares the decision query on
+// load, a reload, a bundle activation, even one that changes only data),
+// holding the store: it prepares the decision query on
 // the new compiler and swaps the new Engine in. Requests in flight finish
 // on the Engine they started with.
 func (rt *Runtime) compilerChanged(txn storage.Transaction) {
@@ -677,10 +695,20 @@ func (rt *Runtime) Close(ctx context.Context) {
 	}
 	rt.closeMu.Unlock()
 	if rt.logDone != nil {
-		<-rt.logDone
+		select {
+		case <-rt.logDone:
+		case <-ctx.Done():
+		}
 	}
 	if rt.manager != nil {
 		rt.manager.Stop(ctx)
+	}
+	rt.closeSink(ctx)
+}
+
+func (rt *Runtime) closeSink(ctx context.Context) {
+	if rt.sink != nil {
+		rt.sink.close(ctx)
 	}
 }
 

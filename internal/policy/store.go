@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/plugins"
@@ -28,9 +29,11 @@ type checkingStore struct {
 	storage.Store
 	check *checker
 	extra map[string][]byte // module ID → source, kept in every policy set
+	query ast.Body          // the decision query, compiled against every policy set
 
 	mu       sync.Mutex
 	writes   map[uint64]bool // open write transactions, by ID
+	nwrites  atomic.Int32    // len(writes), read without mu
 	lastSum  [32]byte        // the policy set last committed
 	compiler *ast.Compiler   // its compiler
 }
@@ -46,6 +49,7 @@ func (s *checkingStore) NewTransaction(ctx context.Context, params ...storage.Tr
 	if err == nil && len(params) > 0 && params[0].Write {
 		s.mu.Lock()
 		s.writes[txn.ID()] = true
+		s.nwrites.Add(1)
 		s.mu.Unlock()
 	}
 	return txn, err
@@ -96,10 +100,16 @@ func (s *checkingStore) Register(ctx context.Context, txn storage.Transaction, c
 // forget drops txn from the open write transactions and reports whether
 // it was one.
 func (s *checkingStore) forget(txn storage.Transaction) bool {
+	if s.nwrites.Load() == 0 {
+		return false // every evaluation's read transaction passes here
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	write := s.writes[txn.ID()]
-	delete(s.writes, txn.ID())
+	if write {
+		delete(s.writes, txn.ID())
+		s.nwrites.Add(-1)
+	}
 	return write
 }
 
@@ -147,6 +157,13 @@ func (s *checkingStore) checkPolicies(ctx context.Context, txn storage.Transacti
 	compiler, err := s.check.compileSources(sources, storage.NonEmpty(ctx, s.Store, txn))
 	if err != nil {
 		return fmt.Errorf("policy refused: %w", err)
+	}
+	if s.query != nil {
+		// The decision query must compile against the new policy too, or
+		// the commit would leave a policy no Engine can be prepared on.
+		if _, err := compiler.QueryCompiler().Compile(s.query); err != nil {
+			return fmt.Errorf("policy refused: the query %s: %w", s.query, err)
+		}
 	}
 	s.mu.Lock()
 	s.lastSum, s.compiler = sum, compiler

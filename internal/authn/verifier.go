@@ -301,11 +301,18 @@ func (v *Verifier) Ready() error {
 // caller. Errors are *Error, wrapping ErrInvalidToken or ErrKeysUnavailable.
 // ctx bounds only the wait for a key refetch.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	p, _, err := v.VerifyCached(ctx, raw)
+	return p, err
+}
+
+// VerifyCached is Verify, and also reports whether the token came from the
+// verified-token cache.
+func (v *Verifier) VerifyCached(ctx context.Context, raw string) (*Principal, bool, error) {
 	if raw == "" {
-		return nil, invalid("token missing")
+		return nil, false, invalid("token missing")
 	}
 	if len(raw) > MaxTokenSize {
-		return nil, invalid("token too large")
+		return nil, false, invalid("token too large")
 	}
 	// Hash the string's bytes in place: copying them to a []byte would make
 	// every cache hit allocate.
@@ -315,15 +322,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	// JWKS since it was verified: one that has may be the key that
 	// signed it. Otherwise it is verified again, with the current keys.
 	if p, ok := v.cache.get(&sum, now); ok && p.verifiedBy.keysEpoch() == p.epoch {
-		return p, nil
+		return p, true, nil
 	}
 	p, err := v.verify(ctx, raw, now)
 	if err != nil {
-		return nil, err // failures are never cached
+		return nil, false, err // failures are never cached
 	}
 	p.TokenHash = sum
 	v.cache.put(p, now)
-	return p, nil
+	return p, false, nil
 }
 
 // verify does the uncached work, cheapest checks first: nothing costs a

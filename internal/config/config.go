@@ -18,6 +18,28 @@ type Config struct {
 	Upstreams    []Upstream    `yaml:"upstreams"`
 	Routes       []Route       `yaml:"routes"`
 	Cache        Cache         `yaml:"cache"`
+	Telemetry    Telemetry     `yaml:"telemetry"`
+}
+
+// Telemetry configures what audgate reports beyond metrics and logs.
+type Telemetry struct {
+	Tracing Tracing `yaml:"tracing"`
+}
+
+// Tracing configures OpenTelemetry traces, exported with OTLP.
+type Tracing struct {
+	// Endpoint is the collector's OTLP base URL, as
+	// OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf posts to
+	// <endpoint>/v1/traces). Default: empty: the standard OTEL_EXPORTER_OTLP_*
+	// environment variables, and without them tracing is off.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is http/protobuf or grpc. Default: http/protobuf.
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the share of new traces sampled, 0 to 1; a caller's
+	// sampled traceparent is always followed. Default: 0.05.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// Headers are sent to the collector (${ENV} for secrets). Default: none.
+	Headers map[string]string `yaml:"headers"`
 }
 
 // Server configures the gateway and admin listeners.

@@ -71,6 +71,9 @@ func Default() *Config {
 			Timeout:     Duration(policy.DefaultTimeout),
 			DecisionLog: DecisionLog{Output: telemetry.DefaultDecisionLog},
 		},
+		Telemetry: Telemetry{Tracing: Tracing{
+			Protocol: telemetry.ProtocolHTTPProtobuf, SampleRatio: telemetry.DefaultSampleRatio,
+		}},
 		Cache: Cache{
 			MaxEntries:          cache.MaxEntries,
 			RefreshBeforeExpiry: Duration(cache.RefreshBeforeExpiry),

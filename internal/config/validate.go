@@ -20,6 +20,7 @@ import (
 	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/oauth"
 	"github.com/audgate/audgate/internal/policy"
+	"github.com/audgate/audgate/internal/telemetry"
 	"github.com/audgate/audgate/internal/tokens"
 )
 
@@ -112,7 +113,28 @@ func (c *Config) check() []problem {
 	upstreams := v.upstreams(c.Upstreams, sources)
 	v.routes(c.Routes, upstreams)
 	v.cache(&c.Cache)
+	v.tracing(&c.Telemetry.Tracing)
 	return v.problems
+}
+
+func (v *validator) tracing(t *Tracing) {
+	if t.Endpoint != "" {
+		u, err := url.Parse(t.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			v.add("telemetry.tracing.endpoint", "%q is not an http or https base URL; write the collector's, e.g. http://otel-collector:4318", t.Endpoint)
+		}
+	}
+	if !slices.Contains(telemetry.TracingProtocols(), t.Protocol) {
+		v.add("telemetry.tracing.protocol", "%s", notOneOf(t.Protocol, "is not an OTLP protocol audgate exports with", telemetry.TracingProtocols()))
+	}
+	if t.SampleRatio < 0 || t.SampleRatio > 1 || math.IsNaN(t.SampleRatio) {
+		v.add("telemetry.tracing.sample_ratio", "%v is not between 0 and 1; write e.g. 0.05 to sample one new trace in twenty", t.SampleRatio)
+	}
+	for k, val := range t.Headers {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(val) {
+			v.add("telemetry.tracing.headers."+k, "not a valid header name and value; write e.g. Authorization: Bearer ${OTEL_TOKEN}")
+		}
+	}
 }
 
 // validator collects problems; each section's checks are in their own file

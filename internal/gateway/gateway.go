@@ -91,6 +91,7 @@ type Gateway struct {
 	evalOnly   bool
 	tlsConfig  *tls.Config // the listener's; nil on plain HTTP
 	clientIPs  *clientIPs
+	tracing    *telemetry.Tracing // nil: tracing off
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -117,9 +118,34 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
+	if opts.InstanceID == "" {
+		opts.InstanceID = instanceID()
+	}
+	var tracing *telemetry.Tracing
+	if !opts.EvalOnly {
+		t := cfg.Telemetry.Tracing
+		var err error
+		tracing, err = telemetry.NewTracing(ctx, telemetry.TracingOptions{
+			Endpoint: t.Endpoint, Protocol: t.Protocol, SampleRatio: t.SampleRatio, Headers: t.Headers,
+			Version: opts.Version, InstanceID: opts.InstanceID,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if tracing != nil {
+			// Every log line written inside a request names its trace.
+			opts.Logger = slog.New(telemetry.LogHandler(opts.Logger.Handler()))
+		}
+	}
+	g := &Gateway{cfg: cfg, log: opts.Logger, tracing: tracing, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{},
 		tokenViews: authn.NewAttachment(newTokenView), evalOnly: opts.EvalOnly}
+	ok := false
+	defer func() {
+		if !ok { // stop what was started
+			g.Close()
+		}
+	}()
 	g.cache = tokens.NewCache(tokens.CacheOptions{
 		MaxEntries:          cfg.Cache.MaxEntries,
 		RefreshBeforeExpiry: cfg.Cache.RefreshBeforeExpiry.D(),
@@ -150,12 +176,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		go certs.watch(ctx, opts.CertWatchInterval)
 	}
 	g.workers = policy.NewWorkers(0)
-	ok := false
-	defer func() {
-		if !ok { // stop what was started
-			g.Close()
-		}
-	}()
 	if !opts.EvalOnly {
 		if g.events, err = telemetry.OpenEventLog(cfg.Policy.DecisionLog.Output); err != nil {
 			return nil, fmt.Errorf("policy.decision_log: %w", err)
@@ -301,6 +321,9 @@ func (g *Gateway) buildSource(sc config.TokenSource, opts Options) (tokens.Sourc
 		AudienceParam: sc.AudienceParam, ExtraParams: sc.ExtraParams,
 		HTTPClient: opts.IdPClient, Now: opts.Now,
 	}
+	if g.tracing != nil {
+		idp.WrapTransport = g.tracing.Transport
+	}
 	switch sc.Type {
 	case config.SourceSelfSigned:
 		s, err := tokens.NewSelfSigned(tokens.SelfSignedOptions{
@@ -340,10 +363,14 @@ func (g *Gateway) buildUpstream(uc config.Upstream, binding *tokens.Binding) (*u
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	p, err := proxy.New(proxy.Options{
+	po := proxy.Options{
 		Name: uc.Name, URL: target, Timeout: uc.Timeout.D(), MaxIdleConns: uc.MaxIdleConns,
 		TLS: tlsCfg, ErrorHandler: g.writeError,
-	})
+	}
+	if g.tracing != nil {
+		po.WrapTransport = g.tracing.Transport
+	}
+	p, err := proxy.New(po)
 	if err != nil {
 		return nil, err
 	}
@@ -424,6 +451,11 @@ func (g *Gateway) PolicyReady() error { return g.policy.Ready() }
 // hold, as OPA does on shutdown), flushes the local decision log and
 // releases idle upstream connections.
 func (g *Gateway) Close() {
+	if g.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = g.tracing.Shutdown(ctx) // exports what is buffered
+		cancel()
+	}
 	if g.policy != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		g.policy.Close(ctx)

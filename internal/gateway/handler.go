@@ -75,34 +75,43 @@ func staticJSON(body []byte) echo.HandlerFunc {
 // oversize requests.
 func (g *Gateway) preflight(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		r := c.Request()
-		// The request ID lives in the inbound header from here on: every
-		// stage, and writeError, read it there.
-		id := g.ids.next(r.Header.Get("X-Request-Id"))
-		tooLarge := headerBytes(r) > g.cfg.Server.MaxHeaderBytes // as sent
-		if cl, ok := g.clientIPs.behindProxy(r); ok {
-			c.Set(callerKey, cl)
+		if g.tracing != nil {
+			g.traced(c, func() error { return g.admit(c, next) })
+			return nil
 		}
-		for _, k := range forwarding {
-			delete(r.Header, k) // a proxy's account is believed only as callerKey
-		}
-		g.strip.strip(r.Header)
-		dropUnderscoreHeaders(r.Header)
-		joinRepeated(r.Header)
-		r.Header.Set("X-Request-Id", id)
-		c.Response().Header().Set("X-Request-Id", id)
-
-		if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
-			return &pathError{err}
-		}
-		if tooLarge {
-			return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
-		}
-		if r.ContentLength > g.cfg.Server.MaxBodyBytes {
-			return &tooLargeError{status: http.StatusRequestEntityTooLarge, what: "request body is too large"}
-		}
-		return next(c)
+		return g.admit(c, next)
 	}
+}
+
+// admit is preflight's work.
+func (g *Gateway) admit(c echo.Context, next echo.HandlerFunc) error {
+	r := c.Request()
+	// The request ID lives in the inbound header from here on: every
+	// stage, and writeError, read it there.
+	id := g.ids.next(r.Header.Get("X-Request-Id"))
+	tooLarge := headerBytes(r) > g.cfg.Server.MaxHeaderBytes // as sent
+	if cl, ok := g.clientIPs.behindProxy(r); ok {
+		c.Set(callerKey, cl)
+	}
+	for _, k := range forwarding {
+		delete(r.Header, k) // a proxy's account is believed only as callerKey
+	}
+	g.strip.strip(r.Header)
+	dropUnderscoreHeaders(r.Header)
+	joinRepeated(r.Header)
+	r.Header.Set("X-Request-Id", id)
+	c.Response().Header().Set("X-Request-Id", id)
+
+	if err := checkCanonical(requestPath(r.RequestURI)); err != nil {
+		return &pathError{err}
+	}
+	if tooLarge {
+		return &tooLargeError{status: http.StatusRequestHeaderFieldsTooLarge, what: "request headers are too large"}
+	}
+	if r.ContentLength > g.cfg.Server.MaxBodyBytes {
+		return &tooLargeError{status: http.StatusRequestEntityTooLarge, what: "request body is too large"}
+	}
+	return next(c)
 }
 
 // observe records each request's status and latency.

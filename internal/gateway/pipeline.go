@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/audgate/audgate/internal/authn"
 	"github.com/audgate/audgate/internal/policy"
@@ -49,7 +50,12 @@ func (g *Gateway) prepare(c echo.Context, rt *route, dry *dryRun) (*call, error)
 	if err != nil {
 		return nil, err
 	}
-	p, err := g.authenticate(r.Context(), raw, dry)
+	ctx, span := g.span(r.Context(), "authn")
+	p, cached, err := g.authenticate(ctx, raw, dry)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Bool("audgate.authn.cached", cached))
+	}
+	endSpan(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -63,22 +69,27 @@ func (g *Gateway) prepare(c echo.Context, rt *route, dry *dryRun) (*call, error)
 	return &call{r: r, route: rt, token: raw, caller: p, input: in}, nil
 }
 
-// authenticate verifies the caller's token; in a dry run it reads the
-// token, or the claims standing for it, without verifying anything.
-func (g *Gateway) authenticate(ctx context.Context, raw string, dry *dryRun) (*authn.Principal, error) {
+// authenticate verifies the caller's token, and says whether the
+// verified-token cache knew it; in a dry run it reads the token, or the
+// claims standing for it, without verifying anything.
+func (g *Gateway) authenticate(ctx context.Context, raw string, dry *dryRun) (*authn.Principal, bool, error) {
+	var p *authn.Principal
+	var err error
 	switch {
 	case dry == nil && g.evalOnly:
-		return nil, errors.New("gateway: built for eval only; it verifies no tokens")
+		err = errors.New("gateway: built for eval only; it verifies no tokens")
 	case dry == nil:
-		return g.verifier.Verify(ctx, raw)
+		return g.verifier.VerifyCached(ctx, raw)
 	case !g.evalOnly:
 		// Only Eval sets a dry run, and only on an EvalOnly gateway: a
 		// serving gateway never reads a token without verifying it.
-		return nil, errors.New("gateway: a dry run on a serving gateway")
+		err = errors.New("gateway: a dry run on a serving gateway")
 	case dry.claims != nil:
-		return authn.ClaimsUnverified(dry.claims)
+		p, err = authn.ClaimsUnverified(dry.claims)
+	default:
+		p, err = authn.ParseUnverified(raw)
 	}
-	return authn.ParseUnverified(raw)
+	return p, false, err
 }
 
 // verdict is what the policy stage came to.
@@ -100,11 +111,11 @@ var errPolicyNotReady = policy.ErrNotReady
 // decide asks the policy about in and checks the decision against up's
 // limits. A deny is a *denyError; a policy error wraps policy.ErrPolicy.
 // With trace set, the evaluation trace is written to it (eval --explain).
-func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (verdict, error) {
-	var v verdict
+func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, trace io.Writer) (v verdict, err error) {
 	start := time.Now()
 	v.at = start
-	var err error
+	ctx, span := g.span(ctx, "policy")
+	defer func() { endPolicySpan(span, err) }()
 	if trace != nil {
 		if v.engine = g.policy.Engine(); v.engine == nil {
 			return v, fmt.Errorf("%w: %v", errPolicyNotReady, g.policy.Ready())
@@ -147,8 +158,14 @@ func (g *Gateway) obtain(ctx context.Context, cl *call, d policy.Decision) (*tok
 		SubjectToken: cl.token, SubjectTokenHash: cl.caller.TokenHash, SubjectExpiry: cl.caller.ExpiresAt,
 		Claims: d.Claims,
 	}
+	ctx, span := g.span(ctx, "token")
 	tok, outcome, err := g.cache.Token(ctx, b, treq)
 	g.obs.TokenLookup(b.Name, string(outcome))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("audgate.token_source.name", b.Name),
+			attribute.String("audgate.token_source.outcome", string(outcome)))
+	}
+	endSpan(span, err)
 	return treq, tok, outcome, err
 }
 
@@ -270,6 +287,7 @@ func (g *Gateway) logDecision(cl *call, v verdict, err error, status int, tok *t
 	}
 	r := &policy.Record{DecisionID: g.ids.next(""), Timestamp: v.at, Engine: v.engine,
 		Input: cl.input, Decision: v.decision, Eval: v.took, Custom: custom}
+	r.TraceID, r.SpanID = g.traceIDs(cl.r)
 	if !v.decided {
 		r.Err = err
 	}

@@ -39,6 +39,8 @@ type Record struct {
 	Eval time.Duration
 	// Custom are audgate's own fields (request ID, status, ...).
 	Custom map[string]any
+	// TraceID and SpanID name the request's trace, when tracing is on.
+	TraceID, SpanID string
 }
 
 // Log queues r for OPA's decision log plugin, which masks it, drops it if
@@ -185,6 +187,8 @@ func (r *Record) info() *server.Info {
 		Input:      &input,
 		Metrics:    evalMetrics{Metrics: metrics.NoOp(), evalNS: r.Eval.Nanoseconds()},
 		Custom:     r.Custom,
+		TraceID:    r.TraceID,
+		SpanID:     r.SpanID,
 		Bundles:    make(map[string]server.BundleInfo, len(r.Engine.revisions)),
 	}
 	for name, rev := range r.Engine.revisions {

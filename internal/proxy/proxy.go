@@ -41,6 +41,9 @@ type Options struct {
 	MaxIdleConns int
 	// TLS configures TLS to an https upstream. Default: system roots.
 	TLS *tls.Config
+	// WrapTransport, if set, wraps the transport each attempt is sent
+	// with (tracing). Default: none.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// ErrorHandler writes the response when the upstream cannot be
 	// reached or times out; err wraps ErrUnavailable or ErrTimeout.
 	// Required.
@@ -119,11 +122,15 @@ func New(opts Options) (*Upstream, error) {
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     opts.URL.Scheme == "https",
 	}
+	var base http.RoundTripper = transport
+	if opts.WrapTransport != nil {
+		base = opts.WrapTransport(transport)
+	}
 	u := &Upstream{name: opts.Name, target: opts.URL, transport: transport, errorHandler: opts.ErrorHandler}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
 		ModifyResponse: u.modifyResponse,
-		Transport:      &retryOn401{base: transport},
+		Transport:      &retryOn401{base: base},
 		BufferPool:     buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			opts.ErrorHandler(w, r, transportError(opts.Name, err))

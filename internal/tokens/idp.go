@@ -52,6 +52,8 @@ type IdPOptions struct {
 	// but the environment's, and a 10s timeout; each request is also
 	// bounded by the cache's timeout.
 	HTTPClient *http.Client
+	// WrapTransport, if set, wraps HTTPClient's transport (tracing).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// Now is the clock, for tests. Default: time.Now.
 	Now func() time.Time
 }
@@ -98,6 +100,15 @@ func newIdP(opts IdPOptions) (*idp, error) {
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		}}
+	}
+	if opts.WrapTransport != nil {
+		c := *opts.HTTPClient
+		base := c.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		c.Transport = opts.WrapTransport(base)
+		opts.HTTPClient = &c
 	}
 	auth := oauth.ClientAuth{Method: opts.ClientAuth, ClientID: opts.ClientID, ClientSecret: opts.ClientSecret,
 		AssertionAudience: opts.AssertionAudience}

@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,11 +30,17 @@ func cpuTime() time.Duration {
 // client, and reports CPU time per request (client, proxy and upstream
 // together: they share this process).
 func benchTarget(url, token string, out *benchResult) func(b *testing.B) {
+	return benchClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}, url, token, out)
+}
+
+// benchClient is benchTarget with a given client. Its connections are
+// opened before the clock starts: TLS handshakes are not measured.
+func benchClient(client *http.Client, url, token string, out *benchResult) func(b *testing.B) {
 	return func(b *testing.B) {
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
 		defer client.CloseIdleConnections()
 		b.ReportAllocs()
 		b.SetParallelism(8)
+		warm(b, client, url, token, 8*runtime.GOMAXPROCS(0))
 		cpu0 := cpuTime()
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
@@ -61,6 +70,78 @@ func benchTarget(url, token string, out *benchResult) func(b *testing.B) {
 
 type benchResult struct{ ns, cpu float64 }
 
+// warm sends n concurrent requests, so that the client holds n open
+// connections.
+func warm(b *testing.B, client *http.Client, url, token string, n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if resp, err := client.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// quietUpstream makes e's upstream answer without recording: a
+// benchmark's must not keep every request.
+func quietUpstream(e *env) {
+	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+}
+
+// BenchmarkRequestTLS is BenchmarkRequest's audgate run over plain HTTP
+// and over TLS (HTTP/1.1 and HTTP/2), handshakes excluded.
+func BenchmarkRequestTLS(b *testing.B) {
+	plain := newEnv(b, nil)
+	quietUpstream(plain)
+	te := newTLSEnv(b, "", nil)
+	quietUpstream(te.env)
+	token := plain.issuer.mint(b, nil)
+	tlsToken := te.issuer.mint(b, nil)
+	client := func(h2 bool) *http.Client {
+		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256, ForceAttemptHTTP2: h2,
+			TLSClientConfig: &tls.Config{RootCAs: te.pki.pool()}}}
+	}
+	var p, h1, h2 benchResult
+	b.Run("http", benchTarget(plain.srv.URL+"/orders/42", token, &p))
+	b.Run("https-http1.1", benchClient(client(false), te.url+"/orders/42", tlsToken, &h1))
+	b.Run("https-h2", benchClient(client(true), te.url+"/orders/42", tlsToken, &h2))
+	b.Logf("TLS/plain: HTTP/1.1 cpu %.2fx (%.0f vs %.0f cpu-ns/op), HTTP/2 cpu %.2fx (%.0f)", h1.cpu/p.cpu, h1.cpu, p.cpu, h2.cpu/p.cpu, h2.cpu)
+}
+
+// BenchmarkRequestTracing is BenchmarkRequest's audgate run with tracing
+// off, on at sample_ratio 0 (every span unsampled) and on at 1 (every
+// request exported to a loopback collector that discards it).
+func BenchmarkRequestTracing(b *testing.B) {
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	results := map[string]*benchResult{}
+	for _, tc := range []struct{ name, yaml string }{
+		{"off", ""},
+		{"ratio0", "telemetry:\n  tracing: {endpoint: " + collector.URL + ", sample_ratio: 0}\n"},
+		{"ratio1", "telemetry:\n  tracing: {endpoint: " + collector.URL + ", sample_ratio: 1}\n"},
+	} {
+		e := newEnv(b, func(doc string) string { return doc + tc.yaml })
+		quietUpstream(e)
+		results[tc.name] = &benchResult{}
+		b.Run(tc.name, benchTarget(e.srv.URL+"/orders/42", e.issuer.mint(b, nil), results[tc.name]))
+	}
+	off := results["off"].cpu
+	b.Logf("tracing/off cpu: ratio 0 %.2fx, ratio 1 %.2fx (off %.0f cpu-ns/op)", results["ratio0"].cpu/off, results["ratio1"].cpu/off, off)
+}
+
 // BenchmarkRequest runs the same loopback request through a plain
 // httputil.ReverseProxy and through audgate (warm caches: verified token,
 // downstream token), and reports audgate's cost as a ratio of the plain
@@ -74,11 +155,7 @@ func BenchmarkRequest(b *testing.B) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256},
 	})
 	defer plain.Close()
-	// The recorder keeps every request; a benchmark upstream must not.
-	e.upstream.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"ok":true}`))
-	})
+	quietUpstream(e)
 
 	var plainR, gwR benchResult
 	b.Run("plain", benchTarget(plain.URL+"/orders/42", token, &plainR))

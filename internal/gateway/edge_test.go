@@ -78,7 +78,7 @@ type testPKI struct {
 	pem  []byte
 }
 
-func newTestPKI(t *testing.T, name string) *testPKI {
+func newTestPKI(t testing.TB, name string) *testPKI {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
@@ -92,7 +92,7 @@ func newTestPKI(t *testing.T, name string) *testPKI {
 	return &testPKI{cert: cert, key: key, pem: pemBlock(t, "CERTIFICATE", der)}
 }
 
-func pemBlock(t *testing.T, typ string, der []byte) []byte {
+func pemBlock(t testing.TB, typ string, der []byte) []byte {
 	t.Helper()
 	return []byte("-----BEGIN " + typ + "-----\n" + base64.StdEncoding.EncodeToString(der) + "\n-----END " + typ + "-----\n")
 }
@@ -112,7 +112,7 @@ type issued struct {
 
 // issue makes a leaf: a server certificate for 127.0.0.1 when uri is
 // empty, else a client certificate with uri as its URI SAN.
-func (p *testPKI) issue(t *testing.T, serial int64, uri string) issued {
+func (p *testPKI) issue(t testing.TB, serial int64, uri string) issued {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprintf("leaf-%d", serial)},
@@ -141,7 +141,7 @@ func (p *testPKI) issue(t *testing.T, serial int64, uri string) issued {
 }
 
 // writeFile replaces path's content in place, as a rotation does.
-func writeFile(t *testing.T, path string, b []byte) {
+func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ type tlsEnv struct {
 
 // newTLSEnv serves the gateway over TLS with a certificate from a new CA
 // (serial 100); tlsYAML is added under server.tls.
-func newTLSEnv(t *testing.T, tlsYAML string, edit func(string) string) *tlsEnv {
+func newTLSEnv(t testing.TB, tlsYAML string, edit func(string) string) *tlsEnv {
 	t.Helper()
 	pki := newTestPKI(t, "server CA")
 	dir := t.TempDir()
@@ -187,7 +187,7 @@ func newTLSEnv(t *testing.T, tlsYAML string, edit func(string) string) *tlsEnv {
 
 // client is an HTTPS client that trusts the server CA, offers HTTP/2
 // when h2, and presents cert when given. Each call of client dials anew.
-func (te *tlsEnv) client(t *testing.T, h2 bool, cert *tls.Certificate, maxVersion uint16) *http.Client {
+func (te *tlsEnv) client(t testing.TB, h2 bool, cert *tls.Certificate, maxVersion uint16) *http.Client {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: te.pki.pool(), MaxVersion: maxVersion}
 	if cert != nil {

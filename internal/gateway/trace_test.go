@@ -3,9 +3,11 @@ package gateway
 import (
 	"bufio"
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +21,7 @@ import (
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -252,4 +255,68 @@ func TestTracingIdPRoundTrip(t *testing.T) {
 			t.Errorf("%s is in a span", name)
 		}
 	}
+}
+
+// grpcCollector is a loopback OTLP/gRPC collector.
+type grpcCollector struct {
+	coltrace.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (c *grpcCollector) Export(_ context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			c.spans = append(c.spans, ss.Spans...)
+		}
+	}
+	return &coltrace.ExportTraceServiceResponse{}, nil
+}
+
+// TestTracingExporters: protocol grpc exports to an OTLP/gRPC collector,
+// and with no endpoint configured the standard OTEL_EXPORTER_OTLP_ENDPOINT
+// turns tracing on.
+func TestTracingExporters(t *testing.T) {
+	t.Run("grpc", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		col := &grpcCollector{}
+		srv := grpc.NewServer()
+		coltrace.RegisterTraceServiceServer(srv, col)
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Stop()
+		e := newEnv(t, func(doc string) string {
+			return doc + "telemetry:\n  tracing: {endpoint: http://" + ln.Addr().String() + ", protocol: grpc, sample_ratio: 1}\n"
+		})
+		if resp := e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), nil, ""); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		e.gw.Close()
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		found := false
+		for _, s := range col.spans {
+			found = found || s.Name == "GET /orders/:id"
+		}
+		if !found {
+			t.Errorf("the gRPC collector got %d spans, none the server span", len(col.spans))
+		}
+	})
+	t.Run("environment", func(t *testing.T) {
+		rc := newOTLPReceiver(t)
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rc.srv.URL)
+		t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "X-Collector-Key=k1")
+		e := newEnv(t, func(doc string) string { return doc + "telemetry:\n  tracing: {sample_ratio: 1}\n" })
+		if resp := e.do(t, "GET", "/orders/1", e.issuer.mint(t, nil), nil, ""); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		e.gw.Close()
+		if len(rc.received()) == 0 {
+			t.Error("nothing exported to OTEL_EXPORTER_OTLP_ENDPOINT")
+		}
+	})
 }

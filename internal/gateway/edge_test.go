@@ -103,6 +103,16 @@ func (p *testPKI) pool() *x509.CertPool {
 	return pool
 }
 
+// newClientCA is a CA for client certificates and the file that holds
+// it, for server.tls.client_ca_file.
+func newClientCA(t testing.TB) (*testPKI, string) {
+	t.Helper()
+	ca := newTestPKI(t, "client CA")
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	writeFile(t, path, ca.pem)
+	return ca, path
+}
+
 // issued is a leaf certificate and its key, as PEM and as a tls pair.
 type issued struct {
 	certPEM, keyPEM []byte
@@ -285,9 +295,7 @@ func TestTLSMinVersion(t *testing.T) {
 // verified certificate's SPIFFE ID reaches the policy, which allows one
 // SPIFFE ID and not another from the same CA; the token is still needed.
 func TestMutualTLS(t *testing.T) {
-	clients := newTestPKI(t, "client CA")
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caFile, clients.pem)
+	clients, caFile := newClientCA(t)
 	const worker = "spiffe://acme.test/ns/billing/sa/worker"
 	te := newTLSEnv(t, ", client_ca_file: "+caFile+", client_auth: require", withPolicy(t, `
 default decision := {"allow": false, "reason": "not the billing worker"}
@@ -344,9 +352,7 @@ decision := {
 // TestClientCertificateRequested: with client_auth request, a caller
 // without a certificate is served and the policy sees none.
 func TestClientCertificateRequested(t *testing.T) {
-	clients := newTestPKI(t, "client CA")
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caFile, clients.pem)
+	clients, caFile := newClientCA(t)
 	te := newTLSEnv(t, ", client_ca_file: "+caFile, withPolicy(t, seePolicy))
 	token := te.issuer.mint(t, nil)
 	if resp, err := te.get(t, te.client(t, true, nil, 0), token); err != nil || resp.StatusCode != 200 {
@@ -560,8 +566,11 @@ func TestUnsentBodyAnsweredAtOnce(t *testing.T) {
 	if resp, _ := c.response(t, 5*time.Second); resp.StatusCode != 200 {
 		t.Errorf("after the body: status %d", resp.StatusCode)
 	}
-	if got := e.upstream.requests(); len(got) != 1 || got[0].Body != "0123456789" {
-		t.Errorf("upstream got %+v", got)
+	if !c.closed(200*time.Millisecond) && c.r.Buffered() > 0 {
+		t.Error("more than one answer to one request")
+	}
+	if got := e.upstream.requests(); len(got) != 1 || got[0].Body != "0123456789" || got[0].Header.Get("Expect") != "" {
+		t.Errorf("upstream got %d requests; the first: body %q, Expect %q", len(got), got[0].Body, got[0].Header.Get("Expect"))
 	}
 }
 

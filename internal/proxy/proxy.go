@@ -171,6 +171,10 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(u.target)
 	pr.SetXForwarded() // ReverseProxy removed any X-Forwarded-For before Rewrite: the peer alone
 	h := pr.Out.Header
+	// The gateway's own server answered the caller's Expect: 100-continue
+	// when the body was first read; the upstream's 100 would reach the
+	// caller as a second one.
+	h.Del("Expect")
 	if len(out.ForwardedFor) > 0 {
 		h.Set("X-Forwarded-For", strings.Join(out.ForwardedFor, ", ")+", "+h.Get("X-Forwarded-For"))
 	}

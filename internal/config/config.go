@@ -161,6 +161,8 @@ type Policy struct {
 	Watch bool `yaml:"watch"`
 	// Timeout bounds one evaluation. Default: 100ms.
 	Timeout Duration `yaml:"timeout"`
+	// DecisionCache configures the decision cache.
+	DecisionCache DecisionCache `yaml:"decision_cache"`
 	// DecisionLog configures the decision log.
 	DecisionLog DecisionLog `yaml:"decision_log"`
 	// OPA is OPA's own configuration, exactly as OPA documents it
@@ -168,6 +170,15 @@ type Policy struct {
 	// caching), run by OPA's plugin manager inside audgate. With bundles,
 	// the policy comes from them. Default: none.
 	OPA map[string]any `yaml:"opa"`
+}
+
+// DecisionCache configures the cache of decisions, used only where the
+// policy is provably a pure function of the input it reads.
+type DecisionCache struct {
+	// Enabled turns the cache on. Default: true.
+	Enabled bool `yaml:"enabled"`
+	// MaxEntries bounds it. Default: 100000.
+	MaxEntries int `yaml:"max_entries"`
 }
 
 // DecisionLog configures the one-line-per-decision log.

@@ -67,9 +67,10 @@ func Default() *Config {
 			VerifiedCacheSize:      authn.DefaultCacheSize,
 		},
 		Policy: Policy{
-			Query:       policy.DefaultQuery,
-			Timeout:     Duration(policy.DefaultTimeout),
-			DecisionLog: DecisionLog{Output: telemetry.DefaultDecisionLog},
+			Query:         policy.DefaultQuery,
+			Timeout:       Duration(policy.DefaultTimeout),
+			DecisionLog:   DecisionLog{Output: telemetry.DefaultDecisionLog},
+			DecisionCache: DecisionCache{Enabled: true, MaxEntries: policy.DefaultDecisionCacheSize},
 		},
 		Telemetry: Telemetry{Tracing: Tracing{
 			Protocol: telemetry.ProtocolHTTPProtobuf, SampleRatio: telemetry.DefaultSampleRatio,

@@ -290,6 +290,9 @@ func (v *validator) policy(p *Policy) {
 		v.add("policy.query", "%q is not a reference under data; write e.g. data.audgate.decision", q)
 	}
 	v.positive("policy.timeout", p.Timeout, "100ms")
+	if p.DecisionCache.MaxEntries <= 0 {
+		v.add("policy.decision_cache.max_entries", "%d is not a positive number of entries; write e.g. 100000, or enabled: false to turn the cache off", p.DecisionCache.MaxEntries)
+	}
 	if strings.TrimSpace(p.DecisionLog.Output) == "" {
 		v.add("policy.decision_log.output", "empty; write stdout, off or a file path")
 	}

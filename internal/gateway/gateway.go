@@ -189,6 +189,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 		return nil, err
 	}
 	g.obs.OPACounters(g.policy.Counters)
+	g.obs.DecisionCacheState(g.policy.DecisionCacheState)
 	if err := g.buildUpstreams(opts); err != nil {
 		return nil, err
 	}
@@ -210,6 +211,7 @@ func (g *Gateway) policyOptions(opts Options) (policy.Options, error) {
 		Path: cfg.Policy.Path, Modules: opts.Policies, Verification: cfg.Policy.Verification,
 		Query: cfg.Policy.Query, Timeout: cfg.Policy.Timeout.D(), Workers: g.workers,
 		AllowNetwork: cfg.Policy.AllowNetwork, OPA: cfg.Policy.OPA,
+		DecisionCache: cfg.Policy.DecisionCache.Enabled && !opts.EvalOnly, DecisionCacheSize: cfg.Policy.DecisionCache.MaxEntries,
 		InstanceID: opts.InstanceID, Version: opts.Version,
 		// Cookies are credentials: they never reach the decision log.
 		Masks:        append([]string{"/input/request/headers/cookie"}, cfg.Policy.DecisionLog.Mask...),

@@ -99,10 +99,12 @@ type verdict struct {
 	// or when no policy is in force.
 	decision policy.Decision
 	decided  bool
-	// engine is the policy that decided, at when, took how long it took.
+	// engine is the policy that decided, at when, took how long it took;
+	// cached says the decision came from the decision cache.
 	engine *policy.Engine
 	at     time.Time
 	took   time.Duration
+	cached bool
 }
 
 // errPolicyNotReady: no policy in force yet (bundles not activated).
@@ -115,16 +117,21 @@ func (g *Gateway) decide(ctx context.Context, up *upstream, in *policy.Input, tr
 	start := time.Now()
 	v.at = start
 	ctx, span := g.span(ctx, "policy")
-	defer func() { endPolicySpan(span, err) }()
+	defer func() { endPolicySpan(span, v.cached, err) }()
 	if trace != nil {
 		if v.engine = g.policy.Engine(); v.engine == nil {
 			return v, fmt.Errorf("%w: %v", errPolicyNotReady, g.policy.Ready())
 		}
 		v.decision, err = v.engine.Explain(ctx, in, trace)
 	} else {
-		v.engine, v.decision, err = g.policy.Decide(ctx, in)
+		var dd policy.Decided
+		dd, err = g.policy.Decide(ctx, in)
+		v.engine, v.decision, v.cached = dd.Engine, dd.Decision, dd.Cached
 		if v.engine == nil {
 			return v, err
+		}
+		if v.engine.Cached() {
+			g.obs.DecisionCached(v.cached)
 		}
 	}
 	v.took = time.Since(start)
@@ -270,7 +277,7 @@ func (g *Gateway) logDecision(cl *call, v verdict, err error, status int, tok *t
 	if v.engine == nil || !g.policy.LogsDecisions() {
 		return
 	}
-	custom := map[string]any{"request_id": requestID(cl.r), "http_status": status, "cached": false}
+	custom := map[string]any{"request_id": requestID(cl.r), "http_status": status, "cached": v.cached}
 	var deny *denyError
 	switch {
 	case errors.As(err, &deny):

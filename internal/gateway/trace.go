@@ -102,7 +102,7 @@ func endSpan(span trace.Span, err error) {
 }
 
 // endPolicySpan ends the policy stage's span with what it came to.
-func endPolicySpan(span trace.Span, err error) {
+func endPolicySpan(span trace.Span, cached bool, err error) {
 	if span.IsRecording() {
 		var deny *denyError
 		result := "error"
@@ -112,7 +112,7 @@ func endPolicySpan(span trace.Span, err error) {
 		case errors.As(err, &deny):
 			result = "deny"
 		}
-		span.SetAttributes(attribute.String("audgate.policy.result", result), attribute.Bool("audgate.policy.cached", false))
+		span.SetAttributes(attribute.String("audgate.policy.result", result), attribute.Bool("audgate.policy.cached", cached))
 		if result == "error" {
 			span.SetStatus(codes.Error, "policy_error")
 		}

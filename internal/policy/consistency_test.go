@@ -48,7 +48,8 @@ func TestDecideSeesOneChange(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				e, d, err := rt.Decide(ctx, sampleInput())
+				dd, err := rt.Decide(ctx, sampleInput())
+				e, d := dd.Engine, dd.Decision
 				if err != nil || !d.Allow {
 					select {
 					case errs <- fmt.Sprintf("decision %+v, %v", d.Reason, err):
@@ -106,7 +107,8 @@ func TestReloadRefusesAPolicyTheQueryCannotRun(t *testing.T) {
 	if err := rt.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "data.audgate.decision") {
 		t.Fatalf("reload: %v, want a refusal naming the query", err)
 	}
-	_, d, err := rt.Decide(context.Background(), sampleInput())
+	dd, err := rt.Decide(context.Background(), sampleInput())
+	d := dd.Decision
 	if err != nil || d.Reason != "v1" {
 		t.Errorf("after the refused reload: %+v, %v; want v1 in force", d, err)
 	}
@@ -143,7 +145,8 @@ func TestCustomMaskRuleSeesTheEvent(t *testing.T) {
 	in := sampleInput()
 	in.Token.Subject = "alice"
 	in.Token.Claims = map[string]any{"email": "a@example.com"}
-	e, d, err := rt.Decide(context.Background(), in)
+	dd, err := rt.Decide(context.Background(), in)
+	e, d := dd.Engine, dd.Decision
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -37,6 +38,13 @@ type Engine struct {
 	timeout   time.Duration
 	workers   *Workers
 	rt        *Runtime
+
+	// reads is what the decision depends on; cache, when the decision is
+	// a pure function of it and caching is on, holds decisions by
+	// decisionKey over keyPaths. A new Engine starts a new cache.
+	reads    *Reads
+	keyPaths keyPaths
+	cache    *lru.Cache[[32]byte, Decision]
 }
 
 // prepare prepares the decision query on the manager's current compiler.
@@ -60,8 +68,40 @@ func (rt *Runtime) prepare(ctx context.Context, txn storage.Transaction, revisio
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", rt.opts.Query, err)
 	}
-	return &Engine{query: pq, queryS: rt.opts.Query, path: slashPath(rt.opts.Query), revisions: revisions,
-		timeout: rt.opts.Timeout, workers: rt.opts.Workers, rt: rt}, nil
+	e := &Engine{query: pq, queryS: rt.opts.Query, path: slashPath(rt.opts.Query), revisions: revisions,
+		timeout: rt.opts.Timeout, workers: rt.opts.Workers, rt: rt}
+	e.reads = analyzeReads(rt.manager.GetCompiler(), rt.store.query)
+	switch {
+	case !rt.opts.DecisionCache:
+	case e.reads.Impure != "":
+		rt.log.Info("policy: decision cache off: the decision is not a pure function of its input", "reason", e.reads.Impure)
+	default:
+		e.keyPaths = newKeyPaths(e.reads)
+		e.cache, _ = lru.New[[32]byte, Decision](rt.opts.DecisionCacheSize)
+	}
+	return e, nil
+}
+
+// Reads is what the engine's decision depends on.
+func (e *Engine) Reads() *Reads { return e.reads }
+
+// Cached reports whether the engine caches decisions.
+func (e *Engine) Cached() bool { return e.cache != nil }
+
+// DecisionCacheState says whether the policy in force caches decisions
+// and, when not, why: disabled (by configuration), not_pure (see
+// Reads.Impure), or not_ready.
+func (rt *Runtime) DecisionCacheState() (on bool, offReason string) {
+	e := rt.engine.Load()
+	switch {
+	case !rt.opts.DecisionCache:
+		return false, "disabled"
+	case e == nil:
+		return false, "not_ready"
+	case e.cache == nil:
+		return false, "not_pure"
+	}
+	return true, ""
 }
 
 // slashPath writes a query reference as OPA's decision log path:
@@ -94,29 +134,61 @@ func (e *Engine) decide(ctx context.Context, in *Input, txn storage.Transaction)
 	if err != nil {
 		return Decision{}, &Error{Msg: "build input", Err: err}
 	}
+	return e.decideValue(ctx, v, txn)
+}
+
+func (e *Engine) decideValue(ctx context.Context, v ast.Value, txn storage.Transaction) (Decision, error) {
 	if e.workers == nil {
 		return e.eval(ctx, v, txn)
 	}
 	return e.workers.run(&evaluation{e: e, ctx: ctx, input: v, txn: txn, res: make(chan evalResult, 1)})
 }
 
-// Decide evaluates the policy in force for in and returns the Engine that
-// decided. The store's read transaction is opened before the Engine is
-// chosen, and a commit swaps the Engine while it holds the store: the
-// policy and the data it reads always come from the same commit. Before
-// a policy is in force, the error wraps ErrNotReady.
-func (rt *Runtime) Decide(ctx context.Context, in *Input) (*Engine, Decision, error) {
+// Decided is what Runtime.Decide came to.
+type Decided struct {
+	// Engine is the policy that decided.
+	Engine *Engine
+	// Decision is its decision (Raw set), not yet checked against an
+	// upstream's limits. Its maps are shared with the decision cache:
+	// callers must not change them.
+	Decision Decision
+	// Cached says the decision came from the decision cache.
+	Cached bool
+}
+
+// Decide evaluates the policy in force for in, or serves the decision
+// from the cache. The store's read transaction is opened before the
+// Engine is chosen, and a commit swaps the Engine while it holds the
+// store: the policy and the data it reads always come from the same
+// commit, and so does the cache key's commit count. Before a policy is in
+// force, the error wraps ErrNotReady; Engine is then nil.
+func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 	txn, err := rt.store.NewTransaction(ctx)
 	if err != nil {
-		return nil, Decision{}, &Error{Msg: "open the policy store", Err: err}
+		return Decided{}, &Error{Msg: "open the policy store", Err: err}
 	}
 	defer rt.store.Abort(ctx, txn)
 	e := rt.Engine()
 	if e == nil {
-		return nil, Decision{}, fmt.Errorf("%w: %v", ErrNotReady, rt.Ready())
+		return Decided{}, fmt.Errorf("%w: %v", ErrNotReady, rt.Ready())
 	}
-	d, err := e.decide(ctx, in, txn)
-	return e, d, err
+	v, err := in.Value()
+	if err != nil {
+		return Decided{Engine: e}, &Error{Msg: "build input", Err: err}
+	}
+	if e.cache == nil {
+		d, err := e.decideValue(ctx, v, txn)
+		return Decided{Engine: e, Decision: d}, err
+	}
+	key := decisionKey(rt.gen.Load(), e.keyPaths, e.reads.Whole, v)
+	if d, ok := e.cache.Get(key); ok {
+		return Decided{Engine: e, Decision: d, Cached: true}, nil
+	}
+	d, err := e.decideValue(ctx, v, txn)
+	if err == nil { // errors, timeouts among them, are never kept
+		e.cache.Add(key, d)
+	}
+	return Decided{Engine: e, Decision: d}, err
 }
 
 func (e *Engine) evalOptions(v ast.Value) []rego.EvalOption {

@@ -96,7 +96,16 @@ type Options struct {
 	OnReload func(bundle, revision string, err error)
 	// Logger receives the runtime's logs and OPA's. Default: slog.Default().
 	Logger *slog.Logger
+	// DecisionCache serves a repeated decision from a cache keyed by the
+	// input values the policy reads, when the policy is provably a pure
+	// function of them (see Reads). Default: off.
+	DecisionCache bool
+	// DecisionCacheSize bounds the cache's entries. Default: 100000.
+	DecisionCacheSize int
 }
+
+// DefaultDecisionCacheSize is the decision cache's default bound.
+const DefaultDecisionCacheSize = 100000
 
 // EventWriter writes decision log events, one JSON object each.
 type EventWriter interface {
@@ -130,6 +139,10 @@ type Runtime struct {
 	lastErr error                           // of the latest engine preparation
 
 	pluginMetrics metrics.Metrics // OPA's plugins count into it
+
+	// gen counts the store's commits; a commit changes it while it holds
+	// the store, so a reader inside a transaction sees the gen of its data.
+	gen atomic.Uint64
 
 	logs    chan *Record
 	logDone chan struct{}
@@ -237,6 +250,9 @@ func build(ctx context.Context, opts Options, id string) (*Runtime, error) {
 	if opts.LogQueue <= 0 {
 		opts.LogQueue = 4096
 	}
+	if opts.DecisionCacheSize <= 0 {
+		opts.DecisionCacheSize = DefaultDecisionCacheSize
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -270,7 +286,11 @@ func build(ctx context.Context, opts Options, id string) (*Runtime, error) {
 			mopts = append(mopts, plugins.InitFiles(files))
 		}
 	}
-	rt.store = newCheckingStore(inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)), check)
+	inner := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	if err := countCommits(ctx, inner, &rt.gen); err != nil {
+		return nil, err
+	}
+	rt.store = newCheckingStore(inner, check)
 	rt.store.extra = map[string][]byte{logModuleID: logModule(opts.Masks, rt.userMask)}
 	if rt.store.query, err = ast.ParseBody(opts.Query); err != nil {
 		return nil, fmt.Errorf("policy.query: %q: %w", opts.Query, err)
@@ -295,6 +315,23 @@ func build(ctx context.Context, opts Options, id string) (*Runtime, error) {
 		return nil, fmt.Errorf("policy: compile %s: %w", rt.source(), rt.prepareErr())
 	}
 	return rt, nil
+}
+
+// countCommits makes every commit to store add one to gen, inside the
+// commit.
+func countCommits(ctx context.Context, store storage.Store, gen *atomic.Uint64) error {
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return err
+	}
+	_, err = store.Register(ctx, txn, storage.TriggerConfig{OnCommit: func(context.Context, storage.Transaction, storage.TriggerEvent) {
+		gen.Add(1)
+	}})
+	if err != nil {
+		store.Abort(ctx, txn)
+		return err
+	}
+	return store.Commit(ctx, txn)
 }
 
 // opaConfig is OPA's configuration as JSON, with what audgate adds: its

@@ -63,6 +63,42 @@ func (o *Observer) Decision(r DecisionResult, d time.Duration) {
 	o.metrics.PolicyDuration.Observe(d.Seconds())
 }
 
+// DecisionCached records whether a decision came from the decision cache
+// (hit) or was evaluated for it (miss).
+func (o *Observer) DecisionCached(hit bool) {
+	if hit {
+		o.metrics.DecisionCache.WithLabelValues("hit").Inc()
+	} else {
+		o.metrics.DecisionCache.WithLabelValues("miss").Inc()
+	}
+}
+
+// DecisionCacheState exports whether the decision cache is on, and when
+// it is off why (disabled, or not_pure: the policy calls something
+// non-deterministic or prints), read at each scrape.
+func (o *Observer) DecisionCacheState(state func() (on bool, offReason string)) {
+	o.metrics.Registry.MustRegister(cacheState{
+		desc:  prometheus.NewDesc("audgate_decision_cache_enabled", "1 when decisions are cached; when 0, reason says why not (disabled, not_pure).", []string{"reason"}, nil),
+		state: state,
+	})
+}
+
+type cacheState struct {
+	desc  *prometheus.Desc
+	state func() (bool, string)
+}
+
+func (c cacheState) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c cacheState) Collect(ch chan<- prometheus.Metric) {
+	on, reason := c.state()
+	v := 0.0
+	if on {
+		v, reason = 1, ""
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, reason)
+}
+
 // TokenLookup records one downstream token lookup of source and how it
 // went (hit, miss, shared, refused, error).
 func (o *Observer) TokenLookup(source, outcome string) {

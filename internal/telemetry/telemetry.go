@@ -34,6 +34,9 @@ type Metrics struct {
 	// DecisionLogDropped counts decision log entries dropped because the
 	// writer fell behind.
 	DecisionLogDropped prometheus.Counter
+	// DecisionCache counts decisions served from the decision cache (hit)
+	// and evaluated to fill it (miss).
+	DecisionCache *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics, and Go and process collectors, in a
@@ -76,6 +79,10 @@ func NewMetrics(cacheEntries func() float64) *Metrics {
 			Name: "audgate_decision_log_dropped_total", Help: "Decision log entries dropped because the writer fell behind.",
 		}),
 	}
+	m.DecisionCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "audgate_decision_cache_requests_total", Help: "Decisions served from the decision cache (hit) or evaluated for it (miss).",
+	}, []string{"result"})
+	reg.MustRegister(m.DecisionCache)
 	reg.MustRegister(m.Requests, m.Duration, m.Decisions, m.PolicyDuration, m.TokenRequests, m.IdPDuration, m.JWKSFetches, m.PolicyReloads, m.PolicyRevision, m.DecisionLogDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "audgate_token_cache_entries", Help: "Downstream tokens in the cache.",

@@ -1,0 +1,142 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// The decision cache's key is the SHA-256 of a canonical encoding of the
+// input values a policy reads (see Reads). The encoding is injective:
+// every value is tagged with its type and every string, number, array,
+// object and set carries its length, so that no two different tuples of
+// values encode alike (["a b"] and ["a","b"], {"a":"b"} and ["a","b"]);
+// and an object's or a set's members are sorted, as OPA compares them
+// regardless of order. Numbers keep their text (see appendValue).
+
+// Value tags.
+const (
+	tagAbsent byte = iota
+	tagNull
+	tagFalse
+	tagTrue
+	tagNumber
+	tagString
+	tagArray
+	tagObject
+	tagSet
+	tagOther // not a JSON value: written as OPA prints it
+)
+
+// keyPaths are a Reads' paths as terms, for lookups without allocation.
+type keyPaths [][]*ast.Term
+
+func newKeyPaths(r *Reads) keyPaths {
+	out := make(keyPaths, len(r.Paths))
+	for i, p := range r.Paths {
+		out[i] = make([]*ast.Term, len(p))
+		for j, k := range p {
+			out[i][j] = ast.StringTerm(k)
+		}
+	}
+	return out
+}
+
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// decisionKey is the key of input's decision: gen (the store's commit
+// count, so that new data never meets an old entry), then each path and
+// the value at it, or the whole input when whole.
+func decisionKey(gen uint64, paths keyPaths, whole bool, input ast.Value) [32]byte {
+	bp := keyBuffers.Get().(*[]byte)
+	b := binary.BigEndian.AppendUint64((*bp)[:0], gen)
+	if whole {
+		b = appendValue(b, input)
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(paths)))
+		for _, path := range paths {
+			b = appendValue(b, lookup(input, path))
+		}
+	}
+	sum := sha256.Sum256(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		keyBuffers.Put(bp)
+	}
+	return sum
+}
+
+// lookup is the value at path in v, nil when there is none.
+func lookup(v ast.Value, path []*ast.Term) ast.Value {
+	for _, k := range path {
+		obj, ok := v.(ast.Object)
+		if !ok {
+			return nil
+		}
+		t := obj.Get(k)
+		if t == nil {
+			return nil
+		}
+		v = t.Value
+	}
+	return v
+}
+
+// appendValue appends v's canonical encoding; nil is absent.
+func appendValue(b []byte, v ast.Value) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, tagAbsent)
+	case ast.Null:
+		return append(b, tagNull)
+	case ast.Boolean:
+		if x {
+			return append(b, tagTrue)
+		}
+		return append(b, tagFalse)
+	case ast.Number:
+		// As written: OPA finds 1 and 1.0 equal, but looks base data up
+		// by a number's text (data.levels[1.0] reads the key "1.0").
+		return appendBytes(append(b, tagNumber), string(x))
+	case ast.String:
+		return appendBytes(append(b, tagString), string(x))
+	case *ast.Array:
+		b = binary.AppendUvarint(append(b, tagArray), uint64(x.Len()))
+		for i := range x.Len() {
+			b = appendValue(b, x.Elem(i).Value)
+		}
+		return b
+	case ast.Object:
+		b = binary.AppendUvarint(append(b, tagObject), uint64(x.Len()))
+		members := make([][]byte, 0, x.Len())
+		x.Foreach(func(k, v *ast.Term) {
+			m := appendValue(nil, k.Value)
+			members = append(members, appendValue(m, v.Value))
+		})
+		return appendSorted(b, members)
+	case ast.Set:
+		b = binary.AppendUvarint(append(b, tagSet), uint64(x.Len()))
+		members := make([][]byte, 0, x.Len())
+		x.Foreach(func(t *ast.Term) { members = append(members, appendValue(nil, t.Value)) })
+		return appendSorted(b, members)
+	}
+	return appendBytes(append(b, tagOther), v.String())
+}
+
+// appendSorted appends members in byte order. Each member is itself
+// self-delimiting, so the order alone makes the encoding canonical.
+func appendSorted(b []byte, members [][]byte) []byte {
+	slices.SortFunc(members, bytes.Compare)
+	for _, m := range members {
+		b = append(b, m...)
+	}
+	return b
+}
+
+func appendBytes(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}

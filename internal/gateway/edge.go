@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,49 +24,58 @@ import (
 // certReloader serves the listener's certificate, read again when either
 // file changes, as cert-manager rotates them in place: new connections get
 // the new certificate without a restart, and a broken pair keeps the old
-// one in service (and says why in the log).
+// one in service (and says why in the log). A change is a change of
+// content: both files are read on each check (they are small), and a pair
+// is loaded from exactly the bytes that were compared.
 type certReloader struct {
 	certFile, keyFile string
 	log               *slog.Logger
 	cert              atomic.Pointer[tls.Certificate]
-
-	mu    sync.Mutex
-	stamp string // of the files the current certificate came from
+	sum               [32]byte // of the files last tried, good or not
+	lastErr           string   // reported already
 }
 
 func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
 	c := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
-	if err := c.load(); err != nil {
+	certPEM, keyPEM, sum, err := c.read()
+	if err != nil {
 		return nil, err
 	}
+	if err := c.load(certPEM, keyPEM); err != nil {
+		return nil, err
+	}
+	c.sum = sum
 	return c, nil
 }
 
-// stampOf summarises both files' size and modification time.
-func (c *certReloader) stampOf() string {
-	var b strings.Builder
-	for _, f := range []string{c.certFile, c.keyFile} {
-		if info, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&b, "%d:%d;", info.Size(), info.ModTime().UnixNano())
-		}
+// read returns both files and the SHA-256 of the two.
+func (c *certReloader) read() (certPEM, keyPEM []byte, sum [32]byte, err error) {
+	if certPEM, err = os.ReadFile(c.certFile); err != nil {
+		return nil, nil, sum, fmt.Errorf("server.tls.cert_file: %w", err)
 	}
-	return b.String()
+	if keyPEM, err = os.ReadFile(c.keyFile); err != nil {
+		return nil, nil, sum, fmt.Errorf("server.tls.key_file: %w", err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:", len(certPEM))
+	h.Write(certPEM)
+	h.Write(keyPEM)
+	copy(sum[:], h.Sum(nil))
+	return certPEM, keyPEM, sum, nil
 }
 
-func (c *certReloader) load() error {
-	stamp := c.stampOf()
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+func (c *certReloader) load(certPEM, keyPEM []byte) error {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("server.tls: cert_file/key_file: %w", err)
 	}
 	c.cert.Store(&cert)
-	c.mu.Lock()
-	c.stamp = stamp
-	c.mu.Unlock()
 	return nil
 }
 
-// watch checks the files every interval (default 5s) until ctx ends.
+// watch checks the files every interval (default 5s) until ctx ends. A
+// failure is reported once until it changes; a later write of either file
+// is another try.
 func (c *certReloader) watch(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = 5 * time.Second
@@ -80,20 +88,22 @@ func (c *certReloader) watch(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		unchanged := c.stampOf() == c.stamp
-		c.mu.Unlock()
-		if unchanged {
+		certPEM, keyPEM, sum, err := c.read()
+		if err == nil && sum == c.sum {
 			continue
 		}
-		if err := c.load(); err != nil {
-			// Remember the broken files' stamp: log once per change.
-			c.mu.Lock()
-			c.stamp = c.stampOf()
-			c.mu.Unlock()
-			c.log.Error("TLS certificate not reloaded; serving the previous one", "error", err.Error())
+		if err == nil {
+			c.sum = sum
+			err = c.load(certPEM, keyPEM)
+		}
+		if err != nil {
+			if err.Error() != c.lastErr {
+				c.log.Error("TLS certificate not reloaded; serving the previous one", "error", err.Error())
+			}
+			c.lastErr = err.Error()
 			continue
 		}
+		c.lastErr = ""
 		c.log.Info("TLS certificate reloaded", "cert_file", c.certFile)
 	}
 }
@@ -179,7 +189,8 @@ var forwarding = []string{
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
 	"X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Real-Ip",
 	"X-Url-Scheme", "Front-End-Https", "X-Forwarded-Uri", "X-Original-Host", "X-Host", "True-Client-Ip",
-	"X-Client-Ip", "X-Cluster-Client-Ip",
+	"X-Client-Ip", "X-Cluster-Client-Ip", "Client-Ip", "X-Forwarded", "Forwarded-For", "X-Original-Forwarded-For",
+	"Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Envoy-External-Address", "X-Appengine-User-Ip",
 }
 
 // clientIPs finds the caller behind the trusted proxies.
@@ -200,13 +211,16 @@ func newClientIPs(s config.Server, log *slog.Logger) (*clientIPs, error) {
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		c.trusted = append(c.trusted, p.Masked())
 	}
 	return c, nil
 }
 
 func (c *clientIPs) isTrusted(a netip.Addr) bool {
-	a = a.Unmap()
+	a = a.Unmap().WithZone("")
 	for _, p := range c.trusted {
 		if p.Contains(a) {
 			return true
@@ -231,9 +245,11 @@ func (c *clientIPs) behindProxy(r *http.Request) (caller, bool) {
 // resolve returns the caller's address and the chain of addresses the
 // trusted proxies vouch for, from the caller to the last proxy before the
 // peer (nil when the peer is not trusted). It reads the client IP header
-// only from a trusted peer: the right-most address in it that is not
-// itself trusted is the caller. A header that does not parse counts as
-// absent.
+// only from a trusted peer, right to left: the first address that is not
+// itself a trusted proxy is the caller, and whatever stands left of it
+// (what the caller wrote, garbage included) is not read. A value at or
+// right of the caller that does not parse makes the header count as
+// absent: the caller is then the peer.
 func (c *clientIPs) resolve(r *http.Request, peer string) (client string, chain []string) {
 	if len(c.trusted) == 0 {
 		return peer, nil
@@ -246,91 +262,134 @@ func (c *clientIPs) resolve(r *http.Request, peer string) (client string, chain 
 	if len(values) == 0 {
 		return peer, nil
 	}
-	addrs, err := parseForwarded(c.header, values)
+	nodes, err := forwardedNodes(c.header, values)
+	var addrs []netip.Addr // right to left
+	for i := len(nodes) - 1; err == nil && i >= 0; i-- {
+		var a netip.Addr
+		if a, err = parseNode(nodes[i]); err == nil {
+			addrs = append(addrs, a)
+			if !c.isTrusted(a) {
+				break
+			}
+		}
+	}
 	if err != nil || len(addrs) == 0 {
-		c.log.Debug("client IP header ignored", "header", c.header, "reason", errString(err), "peer", peer)
+		c.log.Debug("client IP header ignored; the caller is the peer", "header", c.header, "reason", errString(err), "peer", peer)
 		return peer, nil
 	}
-	i := len(addrs) - 1
-	for i > 0 && c.isTrusted(addrs[i]) {
-		i--
-	}
-	chain = make([]string, len(addrs)-i)
-	for j, a := range addrs[i:] {
-		chain[j] = a.Unmap().String()
+	chain = make([]string, len(addrs))
+	for i, a := range addrs {
+		chain[len(addrs)-1-i] = a.String()
 	}
 	return chain[0], chain
 }
 
-var errNoAddress = errors.New("a value is not an IP address")
+var (
+	errNoAddress       = errors.New("a value is not an IP address")
+	errForwardedSyntax = errors.New("the Forwarded header does not parse (RFC 7239)")
+)
 
-// parseForwarded reads the addresses a header names, in order.
-func parseForwarded(header string, values []string) ([]netip.Addr, error) {
-	var out []netip.Addr
+// forwardedNodes are the node values a header lists, in order: one per
+// X-Forwarded-For entry, the for= of each Forwarded element ("" for an
+// element with none or with two), or X-Real-IP's one value.
+func forwardedNodes(header string, values []string) ([]string, error) {
 	switch header {
 	case "X-Real-Ip":
 		if len(values) != 1 {
 			return nil, errors.New("X-Real-IP given more than once")
 		}
-		a, err := parseNode(values[0])
-		if err != nil {
-			return nil, err
-		}
-		return []netip.Addr{a}, nil
-	case "Forwarded": // RFC 7239 §4: elements by ",", pairs by ";"
+		return values, nil
+	case "Forwarded":
+		var nodes []string
 		for _, v := range values {
-			for _, elem := range strings.Split(v, ",") {
-				found := false
-				for _, pair := range strings.Split(elem, ";") {
-					k, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
-					if !ok || !strings.EqualFold(k, "for") {
-						continue
-					}
-					a, err := parseNode(strings.Trim(val, `"`))
-					if err != nil {
-						return nil, err
-					}
-					out, found = append(out, a), true
+			elems, ok := splitUnquoted(v, ',')
+			if !ok {
+				return nil, errForwardedSyntax
+			}
+			for _, elem := range elems {
+				pairs, ok := splitUnquoted(elem, ';')
+				if !ok {
+					return nil, errForwardedSyntax
 				}
-				if !found {
-					return nil, errors.New("a Forwarded element has no for=")
+				node, n := "", 0
+				for _, pair := range pairs {
+					k, val, _ := strings.Cut(strings.TrimSpace(pair), "=")
+					if strings.EqualFold(k, "for") {
+						if node, ok = unquote(val); !ok {
+							return nil, errForwardedSyntax
+						}
+						n++
+					}
 				}
+				if n != 1 {
+					node = ""
+				}
+				nodes = append(nodes, node)
 			}
 		}
-		return out, nil
+		return nodes, nil
 	}
-	for _, v := range values { // X-Forwarded-For
-		for _, part := range strings.Split(v, ",") {
-			a, err := parseNode(part)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, a)
+	var nodes []string // X-Forwarded-For
+	for _, v := range values {
+		nodes = append(nodes, strings.Split(v, ",")...)
+	}
+	return nodes, nil
+}
+
+// splitUnquoted splits s at sep outside RFC 9110 quoted strings; false
+// when a quoted string does not end.
+func splitUnquoted(s string, sep byte) ([]string, bool) {
+	var out []string
+	start, quoted := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == sep:
+			out = append(out, s[start:i])
+			start = i + 1
 		}
 	}
-	return out, nil
+	return append(out, s[start:]), !quoted
+}
+
+// unquote reads a token or an RFC 9110 quoted string.
+func unquote(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, `"`) {
+		return s, !strings.Contains(s, `"`)
+	}
+	if len(s) < 2 || !strings.HasSuffix(s, `"`) {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 1; i < len(s)-1; i++ {
+		if s[i] == '\\' && i+1 < len(s)-1 {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String(), true
 }
 
 // parseNode reads one address: 203.0.113.7, 2001:db8::1, [2001:db8::1],
-// with or without a port. Obfuscated identifiers ("unknown", "_hidden")
-// are not addresses.
+// with or without a port, numeric or obfuscated (RFC 7239 §6.3: _p1).
+// Obfuscated identifiers ("unknown", "_hidden") are not addresses.
 func parseNode(s string) (netip.Addr, error) {
 	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, ":_"); i > 0 && (s[i-1] == ']' || strings.Count(s[:i], ":") == 0) {
+		s = s[:i] // an obfuscated port
+	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr(), nil
+		return ap.Addr().Unmap(), nil
 	}
-	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%w: %q", errNoAddress, truncate(s, 64))
+		return netip.Addr{}, errNoAddress
 	}
-	return a, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
+	return a.Unmap(), nil
 }
 
 // peerIP is the TCP peer's address.

@@ -407,6 +407,14 @@ func TestTrustedProxies(t *testing.T) {
 		{"garbage xff", "trusted_proxies: [127.0.0.0/8]", http.Header{"X-Forwarded-For": {"203.0.113.7, not-an-address"}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
 		{"garbage forwarded", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {"for=unknown"}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
 		{"forwarded without for", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {"proto=https"}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
+		{"garbage left of the caller", "trusted_proxies: [127.0.0.0/8]", http.Header{"X-Forwarded-For": {"x, 203.0.113.7"}}, "203.0.113.7", "203.0.113.7, 127.0.0.1", ""},
+		{"forwarded unknown left of the caller", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {"for=unknown, FOR=203.0.113.7"}}, "203.0.113.7", "203.0.113.7, 127.0.0.1", ""},
+		{"forwarded quoted comma", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {`for=203.0.113.7;host="a, for=6.6.6.6"`}}, "203.0.113.7", "203.0.113.7, 127.0.0.1", ""},
+		{"forwarded quoted semicolon", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {`host="a;for=6.6.6.6";for=203.0.113.7`}}, "203.0.113.7", "203.0.113.7, 127.0.0.1", ""},
+		{"forwarded obfuscated port", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {`for="[2001:db8::1]:_p1"`}}, "2001:db8::1", "2001:db8::1, 127.0.0.1", ""},
+		{"forwarded two for= in one element", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {"for=203.0.113.7;for=6.6.6.6"}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
+		{"forwarded unterminated quote", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: Forwarded", http.Header{"Forwarded": {`for="203.0.113.7`}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
+		{"ipv4-mapped trusted proxies", "trusted_proxies: [\"::ffff:127.0.0.0/104\"]", http.Header{"X-Forwarded-For": {"203.0.113.7"}}, "203.0.113.7", "203.0.113.7, 127.0.0.1", ""},
 		{"two x-real-ip", "trusted_proxies: [127.0.0.0/8]\n  client_ip_header: X-Real-IP", http.Header{"X-Real-Ip": {"203.0.113.9", "203.0.113.10"}}, "127.0.0.1", "127.0.0.1", "client IP header ignored"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -643,4 +651,65 @@ func TestHugeHeadersJSON(t *testing.T) {
 	if n := len(e.upstream.requests()); n != 0 {
 		t.Errorf("upstream got %d requests", n)
 	}
+}
+
+// TestStalledBodyUpstreamAnswersEarly: an upstream that answers without
+// reading the body gets its answer to the caller, and the caller's stalled
+// body holds nothing once body_read_timeout has passed, over HTTP/1.1 and
+// over HTTP/2.
+func TestStalledBodyUpstreamAnswersEarly(t *testing.T) {
+	early := func(w http.ResponseWriter, r *http.Request) {
+		// Connection: close, or Go's server would wait for the body
+		// before it answers.
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		_, _ = w.Write([]byte(`{"early":true}`))
+	}
+	timeout := func(doc string) string {
+		return strings.Replace(doc, "server:\n", "server:\n  body_read_timeout: 300ms\n", 1)
+	}
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		up := newUpstreamFunc(t, early)
+		e := newEnv(t, func(doc string) string {
+			return strings.Replace(timeout(doc), "url: ${UPSTREAM}\n", "url: "+up+"\n", 1)
+		})
+		addr, open := countingServer(t, e.gw)
+		c := dialRaw(t, addr)
+		fmt.Fprintf(c, "POST /orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\n0123456789", e.issuer.mint(t, nil))
+		resp, body := c.response(t, 10*time.Second)
+		if resp.StatusCode != http.StatusConflict || string(body) != `{"early":true}` {
+			t.Fatalf("status %d %s, want the upstream's 409", resp.StatusCode, body)
+		}
+		if !c.closed(5 * time.Second) {
+			t.Error("the connection stayed open")
+		}
+		waitUntil(t, 5*time.Second, "the server holds no connection", func() bool { return open.Load() == 0 })
+	})
+	t.Run("HTTP/2", func(t *testing.T) {
+		up := newUpstreamFunc(t, early)
+		te := newTLSEnv(t, "", func(doc string) string {
+			return strings.Replace(timeout(doc), "url: ${UPSTREAM}\n", "url: "+up+"\n", 1)
+		})
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go func() { _, _ = pw.Write([]byte("0123456789")) }() // and nothing more
+		req, _ := http.NewRequest("POST", te.url+"/orders", pr)
+		req.ContentLength = 1000
+		req.Header.Set("Authorization", "Bearer "+te.issuer.mint(t, nil))
+		resp, err := te.client(t, true, nil, 0).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.Proto != "HTTP/2.0" || resp.StatusCode != http.StatusConflict || string(body) != `{"early":true}` {
+			t.Fatalf("%s %d %s, want the upstream's 409 over HTTP/2", resp.Proto, resp.StatusCode, body)
+		}
+		// The gateway lives on: a later request on a new connection works.
+		if resp, err := te.get(t, te.client(t, true, nil, 0), te.issuer.mint(t, nil)); err != nil || resp.StatusCode != http.StatusConflict {
+			t.Errorf("after the stalled stream: %v %v", resp, err)
+		}
+		time.Sleep(500 * time.Millisecond) // past body_read_timeout: no timer may fire now
+	})
 }

@@ -92,6 +92,7 @@ type Gateway struct {
 	tlsConfig  *tls.Config // the listener's; nil on plain HTTP
 	clientIPs  *clientIPs
 	tracing    *telemetry.Tracing // nil: tracing off
+	stop       context.CancelFunc // ends New's background work (key and certificate refreshes)
 }
 
 // upstream is one configured upstream with its proxy and token source.
@@ -137,7 +138,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Gateway, error
 			opts.Logger = slog.New(telemetry.LogHandler(opts.Logger.Handler()))
 		}
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, tracing: tracing, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
+	ctx, stop := context.WithCancel(ctx) // Close ends the background work
+	g := &Gateway{cfg: cfg, log: opts.Logger, tracing: tracing, stop: stop, strip: newHeaderMatcher(cfg.Server.StripInboundHeaders),
 		ups: map[string]*upstream{}, ids: newRequestIDs(), routes: map[string]*route{}, routePaths: map[string]bool{},
 		tokenViews: authn.NewAttachment(newTokenView), evalOnly: opts.EvalOnly}
 	ok := false
@@ -453,6 +455,9 @@ func (g *Gateway) PolicyReady() error { return g.policy.Ready() }
 // hold, as OPA does on shutdown), flushes the local decision log and
 // releases idle upstream connections.
 func (g *Gateway) Close() {
+	if g.stop != nil {
+		g.stop()
+	}
 	if g.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = g.tracing.Shutdown(ctx) // exports what is buffered

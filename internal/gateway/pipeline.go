@@ -185,13 +185,14 @@ func (g *Gateway) forward(c echo.Context, cl *call, d policy.Decision, treq *tok
 	if r.Body != nil && r.Body != http.NoBody {
 		// A copy: the server's own request keeps the server's body, and
 		// with it Go's 100-continue and unread-body handling.
-		body := newInboundBody(w, cl.r.Body, g.cfg.Server.MaxBodyBytes, g.cfg.Server.BodyReadTimeout.D())
+		body := newInboundBody(w.Writer, cl.r.Body, g.cfg.Server.MaxBodyBytes, g.cfg.Server.BodyReadTimeout.D())
+		defer body.finish()
 		r = r.WithContext(context.WithValue(r.Context(), inboundBodyKey{}, body))
 		r.Body = body
 	}
 	var chain []string
-	if cl, ok := c.Get(callerKey).(caller); ok {
-		chain = cl.chain
+	if who, ok := c.Get(callerKey).(caller); ok {
+		chain = who.chain
 	}
 	up.proxy.Serve(w, r, &proxy.Outbound{
 		Token: tok.Value, Headers: d.Headers, StripPrefix: cl.route.stripPrefix,

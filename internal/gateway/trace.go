@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 
@@ -17,10 +16,10 @@ import (
 // Traces (telemetry.tracing): a server span per request, continuing the
 // caller's W3C trace context, with children for authn, policy and the
 // token source; the IdP round trip and the upstream call are client spans
-// from otelhttp on their transports. Spans carry no token, secret, claim
-// value, path or query of the caller's request (client spans carry the
-// URL the upstream or IdP is sent). With tracing off, g.tracing is nil
-// and none of this runs.
+// from otelhttp on their transports. Spans carry no token, secret or
+// claim value, and the server span neither the caller's path nor its Host
+// (client spans carry the upstream's or IdP's URL without its query).
+// With tracing off, g.tracing is nil and none of this runs.
 
 // noSpan is what span returns when tracing is off: every method is a
 // no-op.
@@ -56,20 +55,24 @@ func (g *Gateway) traced(c echo.Context, next func() error) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	host, _, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		host = r.Host
-	}
+	// No server.address: Host is the caller's to write, and may even
+	// carry its token (refused, but only after this).
 	ctx := g.tracing.Extract(r.Context(), r.Header)
 	ctx, span := g.tracing.Tracer().Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			semconv.HTTPRequestMethodKey.String(method),
 			semconv.URLScheme(scheme),
 			semconv.NetworkProtocolVersion(strings.TrimPrefix(r.Proto, "HTTP/")),
-			semconv.ServerAddress(host),
 			semconv.NetworkPeerAddress(peerIP(r)),
 		))
 	c.SetRequest(r.WithContext(ctx))
+	defer func() {
+		if p := recover(); p != nil { // http.ErrAbortHandler from the proxy, among others
+			span.SetStatus(codes.Error, "aborted")
+			span.End()
+			panic(p)
+		}
+	}()
 	if err := next(); err != nil {
 		c.Error(err) // written now, so that the span has the status
 	}

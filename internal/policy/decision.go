@@ -250,7 +250,9 @@ var reservedHeaders = map[string]bool{
 // cookie from the policy could fix a session; the challenge and the
 // request ID are the gateway's).
 var reservedResponseHeaders = func() map[string]bool {
-	m := map[string]bool{"Set-Cookie": true, "Www-Authenticate": true}
+	// Besides the request's, those that would change how the caller
+	// reads the body, or who it is.
+	m := map[string]bool{"Set-Cookie": true, "Www-Authenticate": true, "Content-Type": true, "Content-Encoding": true, "Content-Range": true}
 	for k := range reservedHeaders {
 		m[k] = true
 	}
@@ -316,10 +318,15 @@ func (d *Decision) Check(lim Limits) error {
 // checkHeaders refuses a header a decision may not set, and values with
 // control characters.
 func checkHeaders(field string, headers map[string]string, reserved map[string]bool) error {
+	seen := make(map[string]string, len(headers))
 	for k, v := range headers {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return fieldError(field, "%q is not a valid header name", k)
 		}
+		if other, dup := seen[http.CanonicalHeaderKey(k)]; dup {
+			return fieldError(field, "%q and %q name the same header; set it once", other, k)
+		}
+		seen[http.CanonicalHeaderKey(k)] = k
 		if reserved[http.CanonicalHeaderKey(k)] {
 			return fieldError(field+"."+k, "is set by the gateway and may not be set by the policy")
 		}

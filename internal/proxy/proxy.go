@@ -159,6 +159,8 @@ var spoofable = []string{
 	"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server",
 	"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Forwarded-Uri",
 	"X-Original-Host", "X-Host", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip",
+	"Client-Ip", "X-Forwarded", "Forwarded-For", "X-Original-Forwarded-For", "Cf-Connecting-Ip",
+	"Fastly-Client-Ip", "X-Envoy-External-Address", "X-Appengine-User-Ip",
 	"Proxy-Authorization",
 }
 

@@ -72,6 +72,15 @@ func NewTracing(ctx context.Context, opts TracingOptions) (*Tracing, error) {
 	if !tracingEnabled(opts) {
 		return nil, nil
 	}
+	if opts.Endpoint == "" {
+		// The collector comes from the environment: so does its protocol.
+		for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+			if p := os.Getenv(k); p != "" {
+				opts.Protocol = p
+				break
+			}
+		}
+	}
 	exp, err := newExporter(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.tracing: %w", err)
@@ -116,7 +125,7 @@ func newExporter(ctx context.Context, opts TracingOptions) (*otlptrace.Exporter,
 		}
 		return otlptracehttp.New(ctx, o...)
 	}
-	return nil, fmt.Errorf("protocol %q: write http/protobuf or grpc", opts.Protocol)
+	return nil, fmt.Errorf("protocol %q: audgate exports with http/protobuf or grpc", opts.Protocol)
 }
 
 // Shutdown exports what is buffered and stops the exporter.

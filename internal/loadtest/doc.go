@@ -1,13 +1,21 @@
 // Package loadtest compares audgate with a plain httputil.ReverseProxy
-// under load, each in its own process, on loopback: throughput, CPU time
-// per request of the proxy process alone, and latency at half load.
+// under load, each in its own process pinned to its own CPU (with taskset,
+// when present; the load generator and the upstream share the other), on
+// loopback: throughput and CPU time per request of the proxy process
+// alone, on two workloads with the shipped default policy: one caller on
+// one path, and many callers on many paths in random pairs. Rounds
+// alternate which proxy goes first; the report is the median of the
+// rounds, and the decision cache's hit rate.
 //
 // It runs only when asked, since it takes about a minute:
 //
 //	AUDGATE_LOAD=1 go test -run TestLoad -v ./internal/loadtest/
 //
-// AUDGATE_LOAD_SECONDS sets each measurement's length (default 8),
-// AUDGATE_LOAD_CONNS the number of concurrent connections (default 32),
-// and AUDGATE_LOAD_CPUPROFILE a file for the audgate process's CPU profile.
-// GOGC and GOMEMLIMIT, when set, apply to both proxy processes.
+// AUDGATE_LOAD_SECONDS sets each measurement's length (default 5),
+// AUDGATE_LOAD_ROUNDS the rounds (default 3), AUDGATE_LOAD_CONNS the
+// concurrent connections (default 32), AUDGATE_LOAD_USERS and
+// AUDGATE_LOAD_PATHS the varied workload's callers and paths (default 500
+// and 200), AUDGATE_LOAD_DECISION_CACHE=off turns the decision cache off,
+// and AUDGATE_LOAD_CPUPROFILE names a file for the audgate process's CPU
+// profile. GOGC and GOMEMLIMIT, when set, apply to both proxy processes.
 package loadtest

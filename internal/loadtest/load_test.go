@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -43,10 +45,10 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "plain":
 		target, _ := url.Parse(os.Getenv("AUDGATE_LOAD_UPSTREAM"))
-		serveChild(&httputil.ReverseProxy{
+		serveChild(&http.Server{Handler: &httputil.ReverseProxy{
 			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
 			Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256},
-		})
+		}})
 	case "audgate":
 		cfg, err := config.Parse([]byte(os.Getenv("AUDGATE_LOAD_CONFIG")), os.LookupEnv)
 		if err != nil {
@@ -61,19 +63,29 @@ func TestMain(m *testing.M) {
 		for gw.Ready() != nil {
 			time.Sleep(10 * time.Millisecond)
 		}
-		serveChild(gw.Handler())
+		srv := gw.Server()
+		admin := gw.AdminHandler()
+		h := srv.Handler
+		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" { // the load test reads the decision cache's counters
+				admin.ServeHTTP(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+		serveChild(srv)
 	}
 	os.Exit(2)
 }
 
-func serveChild(h http.Handler) {
+func serveChild(srv *http.Server) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println("listen:", err)
 		os.Exit(1)
 	}
 	fmt.Println("ready", ln.Addr().String())
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16384}
+	srv.ReadHeaderTimeout = 5 * time.Second
 	if path := os.Getenv("AUDGATE_LOAD_CPUPROFILE"); path != "" && os.Getenv("AUDGATE_LOAD_CHILD") == "audgate" {
 		f, err := os.Create(path)
 		if err == nil {
@@ -99,6 +111,9 @@ type child struct {
 func startChild(t *testing.T, kind string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if taskset, err := exec.LookPath("taskset"); err == nil {
+		cmd = exec.Command(taskset, "-c", "1", os.Args[0], "-test.run=^$") // the proxy's own CPU
+	}
 	cmd.Env = append(os.Environ(), append(env, "AUDGATE_LOAD_CHILD="+kind)...)
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
@@ -129,6 +144,23 @@ func (c *child) cpu(t *testing.T) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
+// metric reads one sample of the child's /metrics, 0 when absent.
+func (c *child) metric(t *testing.T, series string) float64 {
+	resp, err := http.Get("http://" + c.addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
 // result is one measurement.
 type result struct {
 	reqs      int64
@@ -138,13 +170,21 @@ type result struct {
 	errs      int64
 }
 
+// workload is what the load sends: each request takes a random caller's
+// token and a random path.
+type workload struct {
+	name   string
+	tokens []string
+	paths  []string
+}
+
 // load sends GETs on conns connections for d; with rate > 0 it paces
 // the total to rate requests per second.
-func load(t *testing.T, c *child, token string, conns int, d time.Duration, rate float64) result {
+func load(t *testing.T, c *child, w workload, conns int, d time.Duration, rate float64) result {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns}}
 	defer client.CloseIdleConnections()
-	u := "http://" + c.addr + "/orders/42"
+	base := "http://" + c.addr
 	var (
 		n, errs   atomic.Int64
 		mu        sync.Mutex
@@ -158,10 +198,11 @@ func load(t *testing.T, c *child, token string, conns int, d time.Duration, rate
 	if rate > 0 {
 		interval = time.Duration(float64(conns) / rate * float64(time.Second))
 	}
-	for range conns {
+	for i := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			rng := mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 			var mine []time.Duration
 			next := time.Now()
 			for time.Now().Before(deadline) {
@@ -171,8 +212,8 @@ func load(t *testing.T, c *child, token string, conns int, d time.Duration, rate
 					}
 					next = next.Add(interval)
 				}
-				req, _ := http.NewRequest("GET", u, nil)
-				req.Header.Set("Authorization", "Bearer "+token)
+				req, _ := http.NewRequest("GET", base+w.paths[rng.IntN(len(w.paths))], nil)
+				req.Header.Set("Authorization", "Bearer "+w.tokens[rng.IntN(len(w.tokens))])
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -214,67 +255,115 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// median is the median of xs.
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestLoad compares audgate with the plain proxy on two workloads: one
+// caller on one path, and the varied one (AUDGATE_LOAD_USERS callers ×
+// AUDGATE_LOAD_PATHS paths, random pairs), both with the shipped default
+// policy. Each proxy is its own process on its own CPU (taskset, when
+// present), the load generator and the upstream on the other; rounds
+// alternate which proxy goes first, and the report is the median of the
+// rounds. It runs only with AUDGATE_LOAD set.
 func TestLoad(t *testing.T) {
 	if os.Getenv("AUDGATE_LOAD") == "" {
 		t.Skip("set AUDGATE_LOAD=1 to run the load comparison")
 	}
-	secs := time.Duration(envInt("AUDGATE_LOAD_SECONDS", 8)) * time.Second
+	secs := time.Duration(envInt("AUDGATE_LOAD_SECONDS", 5)) * time.Second
 	conns := envInt("AUDGATE_LOAD_CONNS", 32)
+	rounds := envInt("AUDGATE_LOAD_ROUNDS", 3)
+	users, paths := envInt("AUDGATE_LOAD_USERS", 500), envInt("AUDGATE_LOAD_PATHS", 200)
+	pin(t, 0) // the generator and the upstream; each proxy gets CPU 1
 
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	}))
 	defer upstream.Close()
-	issuer, token := newIssuer(t)
+	issuer, mint := newIssuer(t)
 	defer issuer.Close()
 
+	single := workload{name: "one caller, one path", tokens: []string{mint("alice")}, paths: []string{"/orders/42"}}
+	varied := workload{name: fmt.Sprintf("%d callers × %d paths", users, paths)}
+	for i := range users {
+		varied.tokens = append(varied.tokens, mint(fmt.Sprintf("user-%d", i)))
+	}
+	for i := range paths {
+		varied.paths = append(varied.paths, fmt.Sprintf("/orders/%d", i))
+	}
+
+	cache := os.Getenv("AUDGATE_LOAD_DECISION_CACHE") != "off"
 	cfg := fmt.Sprintf(`
 server: {listen: "127.0.0.1:0", admin_listen: "off"}
 inbound:
   issuers: [{issuer: %q, audiences: [https://gateway.test], algorithms: [ES256]}]
-policy: {decision_log: {output: "off"}}
+policy: {decision_log: {output: "off"}, decision_cache: {enabled: %v}}
 token_sources: [{name: self, type: self_signed, issuer: "https://audgate.test"}]
 upstreams: [{name: orders, url: %q, token_source: self, audiences: [https://orders.test]}]
 routes: [{path: /orders/*, upstream: orders}]
-`, issuer.URL, upstream.URL)
+`, issuer.URL, cache, upstream.URL)
 	plain := startChild(t, "plain", "AUDGATE_LOAD_UPSTREAM="+upstream.URL)
 	gw := startChild(t, "audgate", "AUDGATE_LOAD_CONFIG="+cfg)
+	proxies := []struct {
+		name string
+		ch   *child
+	}{{"plain", plain}, {"audgate", gw}}
 
-	results := map[string][2]result{}
-	for _, c := range []struct {
-		name string
-		ch   *child
-	}{{"plain", plain}, {"audgate", gw}} {
-		load(t, c.ch, token, conns, 2*time.Second, 0) // warm caches and connections
-		full := load(t, c.ch, token, conns, secs, 0)
-		results[c.name] = [2]result{full}
-	}
-	half := results["plain"][0].rps / 2
-	for _, c := range []struct {
-		name string
-		ch   *child
-	}{{"plain", plain}, {"audgate", gw}} {
-		r := results[c.name]
-		r[1] = load(t, c.ch, token, conns, secs, half)
-		results[c.name] = r
-	}
-	p, a := results["plain"], results["audgate"]
-	for name, r := range results {
-		if r[0].errs+r[1].errs > 0 {
-			t.Errorf("%s: %d failed requests", name, r[0].errs+r[1].errs)
+	t.Logf("decision cache %v; %d rounds of %v, %d connections", map[bool]string{true: "on", false: "off"}[cache], rounds, secs, conns)
+	for _, w := range []workload{single, varied} {
+		for _, p := range proxies {
+			load(t, p.ch, w, conns, 2*time.Second, 0) // warm caches and connections
 		}
-		t.Logf("%-8s max load: %8.0f req/s, %6.1f µs CPU/req (proxy process), p50 %v p99 %v | half load (%0.f req/s): p50 %v p99 %v",
-			name, r[0].rps, us(r[0].cpuPerReq), r[0].p50, r[0].p99, half, r[1].p50, r[1].p99)
+		hits0 := gw.metric(t, `audgate_decision_cache_requests_total{result="hit"}`)
+		miss0 := gw.metric(t, `audgate_decision_cache_requests_total{result="miss"}`)
+		rps := map[string][]float64{}
+		cpu := map[string][]time.Duration{}
+		for round := range rounds {
+			order := proxies
+			if round%2 == 1 {
+				order = []struct {
+					name string
+					ch   *child
+				}{proxies[1], proxies[0]}
+			}
+			for _, p := range order {
+				r := load(t, p.ch, w, conns, secs, 0)
+				if r.errs > 0 {
+					t.Errorf("%s, %s: %d failed requests", w.name, p.name, r.errs)
+				}
+				rps[p.name] = append(rps[p.name], r.rps)
+				cpu[p.name] = append(cpu[p.name], r.cpuPerReq)
+			}
+		}
+		hits := gw.metric(t, `audgate_decision_cache_requests_total{result="hit"}`) - hits0
+		misses := gw.metric(t, `audgate_decision_cache_requests_total{result="miss"}`) - miss0
+		pr, ar := median(rps["plain"]), median(rps["audgate"])
+		pc, ac := median(cpu["plain"]), median(cpu["audgate"])
+		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%",
+			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc), 100*hits/max(hits+misses, 1))
 	}
-	t.Logf("audgate/plain: throughput %.2fx, CPU per request %.2fx, added p50 at half load %v",
-		a[0].rps/p[0].rps, float64(a[0].cpuPerReq)/float64(p[0].cpuPerReq), a[1].p50-p[1].p50)
+}
+
+// pin keeps this process on cpu, when taskset is there to do it.
+func pin(t *testing.T, cpu int) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Log("taskset not found: processes are not pinned to CPUs")
+		return
+	}
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(cpu), strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+		t.Logf("taskset: %v: %s", err, out)
+	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// newIssuer serves a JWKS and returns it with a caller's token.
-func newIssuer(t *testing.T) (*httptest.Server, string) {
+// newIssuer serves a JWKS and returns it with a function that mints a
+// caller's token for a subject.
+func newIssuer(t *testing.T) (*httptest.Server, func(sub string) string) {
 	t.Helper()
 	raw, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	key, _ := jwk.FromRaw(raw)
@@ -290,15 +379,18 @@ func newIssuer(t *testing.T) (*httptest.Server, string) {
 		}
 		_ = json.NewEncoder(w).Encode(set)
 	}))
-	payload, _ := json.Marshal(map[string]any{
-		"iss": srv.URL, "aud": "https://gateway.test", "sub": "alice", "client_id": "spa",
-		"exp": time.Now().Add(time.Hour).Unix(), "permissions": []string{"orders:read"},
-	})
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.TypeKey, "at+jwt")
-	signed, err := jws.Sign(payload, jws.WithKey(jwa.ES256, key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		t.Fatal(err)
+	mint := func(sub string) string {
+		payload, _ := json.Marshal(map[string]any{
+			"iss": srv.URL, "aud": "https://gateway.test", "sub": sub, "client_id": "spa",
+			"exp": time.Now().Add(time.Hour).Unix(), "permissions": []string{"orders:read"},
+		})
+		hdr := jws.NewHeaders()
+		_ = hdr.Set(jws.TypeKey, "at+jwt")
+		signed, err := jws.Sign(payload, jws.WithKey(jwa.ES256, key, jws.WithProtectedHeaders(hdr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(signed)
 	}
-	return srv, string(signed)
+	return srv, mint
 }

@@ -24,7 +24,7 @@ decision := object.union(_grant, _extra_claims) if {
 } else := {
 	"allow": false,
 	"status": 403,
-	"reason": sprintf("%s %s needs the permission %s", [input.request.method, input.request.path, _required_permission]),
+	"reason": sprintf("%s on %s needs the permission %s", [input.request.method, input.upstream.name, _required_permission]),
 } if {
 	_required_permission
 }

@@ -75,7 +75,7 @@ test_tenant_claim[tc.note] if {
 
 test_deny_explains_missing_permission if {
 	d := audgate.decision with input as _input("DELETE", "orders", ["orders:read"], {"sub": "bob"})
-	d == {"allow": false, "status": 403, "reason": "DELETE /orders/1 needs the permission orders:write"}
+	d == {"allow": false, "status": 403, "reason": "DELETE on orders needs the permission orders:write"}
 }
 
 test_default_deny_without_input if {

@@ -21,7 +21,7 @@ var cachePolicies = []struct {
 	reads  string            // Reads.String(), "" to skip the check
 	impure bool
 }{
-	{name: "default", reads: "input.request.method, input.request.path, input.token.claims.permissions, input.token.claims.tenant, input.token.scopes, input.token.subject, input.upstream.audiences, input.upstream.name"},
+	{name: "default", reads: "input.request.method, input.token.claims.permissions, input.token.claims.tenant, input.token.scopes, input.token.subject, input.upstream.audiences, input.upstream.name"},
 	{name: "dynamic headers", reads: "input.request.headers, input.token.subject", files: map[string]string{"p.rego": `package audgate
 
 decision := {"allow": true, "audience": "a", "scopes": [k]} if {

@@ -70,6 +70,27 @@ func decisionKey(gen uint64, paths keyPaths, whole bool, input ast.Value) [32]by
 	return sum
 }
 
+// inputKey is decisionKey over in, built only as far as the paths reach:
+// the same key as decisionKey(gen, paths, whole, in.Value()).
+func inputKey(gen uint64, paths keyPaths, whole bool, in *Input) [32]byte {
+	bp := keyBuffers.Get().(*[]byte)
+	b := binary.BigEndian.AppendUint64((*bp)[:0], gen)
+	if whole {
+		b = appendValue(b, in.at(nil))
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(paths)))
+		for _, path := range paths {
+			b = appendValue(b, in.at(path))
+		}
+	}
+	sum := sha256.Sum256(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		keyBuffers.Put(bp)
+	}
+	return sum
+}
+
 // lookup is the value at path in v, nil when there is none.
 func lookup(v ast.Value, path []*ast.Term) ast.Value {
 	for _, k := range path {

@@ -276,3 +276,43 @@ func fuzzValue(s string) (ast.Value, bool) {
 	v, err := ast.InterfaceToValue(map[string]any{"v": x})
 	return v, err == nil
 }
+
+// TestInputKeyIsTheValueKey: the key built from the input's fields as far
+// as the paths reach is the key over the whole input value, for every
+// path the input has and some it has not.
+func TestInputKeyIsTheValueKey(t *testing.T) {
+	var paths [][]string
+	for _, p := range []string{
+		"request.method", "request.path", "request.segments", "request.query", "request.query.expand", "request.query.none",
+		"request.headers", "request.headers.x-grant-a", "request.host", "request.scheme", "request.protocol",
+		"request.remote_ip", "request.client_ip", "request.tls", "request.tls.client_certificate.uris", "request.nope",
+		"route", "route.path", "route.params", "route.params.id", "route.upstream", "route.nope",
+		"upstream", "upstream.audiences", "token", "token.claims.level", "token.subject", "token.expires_at", "nope",
+		"request.method.x",
+	} {
+		paths = append(paths, strings.Split(p, "."))
+	}
+	kp := newKeyPaths(&Reads{Paths: paths})
+	rng := rand.New(rand.NewPCG(7, 7))
+	in := randomInput(rng)
+	for i := range 500 {
+		mutate(rng, in)
+		if i%7 == 0 {
+			in.Request.Scheme, in.Request.TLS = "", nil
+		}
+		v, err := in.Value()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, whole := range []bool{false, true} {
+			if inputKey(3, kp, whole, in) != decisionKey(3, kp, whole, v) {
+				t.Fatalf("input %d (whole %v): the keys differ", i, whole)
+			}
+		}
+		for j, p := range kp {
+			if got, want := in.at(p), lookup(v, p); (got == nil) != (want == nil) || got != nil && ast.Compare(got, want) != 0 {
+				t.Fatalf("input %d: at %v = %v, the value has %v", i, paths[j], got, want)
+			}
+		}
+	}
+}

@@ -172,19 +172,23 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 	if e == nil {
 		return Decided{}, fmt.Errorf("%w: %v", ErrNotReady, rt.Ready())
 	}
+	var key [32]byte
+	if e.cache != nil {
+		// The key reads only the paths the policy reads: a hit builds no
+		// input at all.
+		key = inputKey(rt.gen.Load(), e.keyPaths, e.reads.Whole, in)
+		if d, ok := e.cache.Get(key); ok {
+			return Decided{Engine: e, Decision: d, Cached: true}, nil
+		}
+	}
 	v, err := in.Value()
 	if err != nil {
 		return Decided{Engine: e}, &Error{Msg: "build input", Err: err}
 	}
+	d, err := e.decideValue(ctx, v, txn)
 	if e.cache == nil {
-		d, err := e.decideValue(ctx, v, txn)
 		return Decided{Engine: e, Decision: d}, err
 	}
-	key := decisionKey(rt.gen.Load(), e.keyPaths, e.reads.Whole, v)
-	if d, ok := e.cache.Get(key); ok {
-		return Decided{Engine: e, Decision: d, Cached: true}, nil
-	}
-	d, err := e.decideValue(ctx, v, txn)
 	if err == nil { // errors, timeouts among them, are never kept
 		e.cache.Add(key, d)
 	}

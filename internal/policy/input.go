@@ -131,11 +131,123 @@ func (u *Upstream) Value() ast.Value {
 	)
 }
 
-func (r *Request) value() ast.Value {
+// at is the value at path in the input, as Value would have it, nil when
+// there is none; it builds only what the path reaches, so a decision key
+// over a few paths costs no whole input. The path's keys are strings.
+func (in *Input) at(path []*ast.Term) ast.Value {
+	if len(path) == 0 {
+		v, err := in.Value()
+		if err != nil {
+			return nil
+		}
+		return v
+	}
+	key, _ := path[0].Value.(ast.String)
+	rest := path[1:]
+	switch key {
+	case "request":
+		return in.Request.at(rest)
+	case "route":
+		if len(rest) > 0 {
+			switch k, _ := rest[0].Value.(ast.String); k {
+			case "path":
+				return lookup(ast.String(in.Route.Path), rest[1:])
+			case "upstream":
+				return lookup(ast.String(in.Route.Upstream), rest[1:])
+			case "params":
+				return lookup(stringMap(in.Route.Params), rest[1:])
+			}
+			return nil
+		}
+	case "upstream":
+		up := in.UpstreamValue
+		if up == nil {
+			up = in.Upstream.Value()
+		}
+		return lookup(up, rest)
+	case "token":
+		tok := in.TokenValue
+		if tok == nil {
+			var err error
+			if tok, err = in.Token.Value(); err != nil {
+				return nil
+			}
+		}
+		return lookup(tok, rest)
+	}
+	v, err := in.Value()
+	if err != nil {
+		return nil
+	}
+	return lookup(v, path)
+}
+
+func (r *Request) at(path []*ast.Term) ast.Value {
+	if len(path) == 0 {
+		return r.value()
+	}
+	str := func(s string, optional bool) ast.Value {
+		if optional && s == "" {
+			return nil
+		}
+		return lookup(ast.String(s), path[1:])
+	}
+	switch k, _ := path[0].Value.(ast.String); k {
+	case "method":
+		return str(r.Method, false)
+	case "path":
+		return str(r.Path, false)
+	case "host":
+		return str(r.Host, false)
+	case "remote_ip":
+		return str(r.RemoteIP, false)
+	case "scheme":
+		return str(r.Scheme, true)
+	case "protocol":
+		return str(r.Protocol, true)
+	case "client_ip":
+		return str(r.ClientIP, true)
+	case "segments":
+		return lookup(stringArray(r.Segments), path[1:])
+	case "query":
+		if len(path) > 1 {
+			k, _ := path[1].Value.(ast.String)
+			vs, ok := r.Query[string(k)]
+			if !ok {
+				return nil
+			}
+			return lookup(stringArray(vs), path[2:])
+		}
+		return r.queryValue()
+	case "headers":
+		if len(path) > 1 {
+			k, _ := path[1].Value.(ast.String)
+			v, ok := r.Headers[string(k)]
+			if !ok {
+				return nil
+			}
+			return lookup(ast.String(v), path[2:])
+		}
+		return stringMap(r.Headers)
+	case "tls":
+		if r.TLS == nil {
+			return nil
+		}
+		return lookup(r.TLS.value(), path[1:])
+	}
+	return nil
+}
+
+func (r *Request) queryValue() ast.Value {
 	query := ast.NewObject()
 	for k, vs := range r.Query {
 		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
 	}
+	return query
+}
+
+func (r *Request) value() ast.Value {
+	query := r.queryValue()
 	obj := ast.NewObject(
 		item("method", ast.String(r.Method)),
 		item("path", ast.String(r.Path)),

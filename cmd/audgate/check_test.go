@@ -266,3 +266,18 @@ func TestShippedFleetConfigChecks(t *testing.T) {
 		t.Errorf("check: %v\n%s", err, out.String())
 	}
 }
+
+// TestEvalExplainShowsReads: --explain names the input paths the decision
+// reads, and whether its decisions are cached.
+func TestEvalExplainShowsReads(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy}))
+	claims := filepath.Join(t.TempDir(), "claims.json")
+	_ = os.WriteFile(claims, []byte(`{"sub": "alice", "exp": 1999999999}`), 0o600)
+	var out, errOut bytes.Buffer
+	if err := eval(context.Background(), evalFlags{config: cfg, claims: claims, method: "GET", path: "/orders/1", explain: true}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "the decision reads: input.route.params.id, input.token.subject\n") || !strings.Contains(errOut.String(), "cached by those values") {
+		t.Errorf("--explain: %s", errOut.String())
+	}
+}

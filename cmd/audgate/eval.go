@@ -35,7 +35,8 @@ decision: canonical path, route, stripped headers, the caller's token (read
 from --token or --claims, NOT verified), the policy input, the decision and
 its check against the upstream's limits. It prints the input, the decision
 and the status audgate run would answer (200: allowed; the token source and
-the upstream are not asked). --explain adds the evaluation trace on stderr.
+the upstream are not asked). --explain adds, on stderr, the input paths the
+decision reads (the decision cache's key) and the evaluation trace.
 It exits 0 when the request is allowed or the policy denies it, and 1 when
 it is refused before the policy decides or the decision is a policy error.
 
@@ -120,6 +121,14 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 		return err
 	}
 	if f.explain {
+		if r := gw.PolicyReads(); r != nil {
+			fmt.Fprintf(errOut, "the decision reads: %s\n", r)
+			if r.Impure != "" {
+				fmt.Fprintf(errOut, "its decisions are not cached: %s\n", r.Impure)
+			} else {
+				fmt.Fprintln(errOut, "its decisions are cached by those values (policy.decision_cache)")
+			}
+		}
 		fmt.Fprint(errOut, trace.String())
 	}
 	switch {

@@ -84,6 +84,16 @@ type Evaluation struct {
 	Cause string `json:"cause,omitempty"`
 }
 
+// PolicyReads is what the policy in force reads of its input and whether
+// its decisions can be cached (see policy.Reads); nil before a policy is
+// in force.
+func (g *Gateway) PolicyReads() *policy.Reads {
+	if e := g.policy.Engine(); e != nil {
+		return e.Reads()
+	}
+	return nil
+}
+
 // placeholderToken stands in the Authorization header when claims stand
 // for the caller's token.
 const placeholderToken = "claims-given-not-a-token"

@@ -166,14 +166,10 @@ func (in *Input) at(path []*ast.Term) ast.Value {
 		}
 		return lookup(up, rest)
 	case "token":
-		tok := in.TokenValue
-		if tok == nil {
-			var err error
-			if tok, err = in.Token.Value(); err != nil {
-				return nil
-			}
+		if in.TokenValue != nil {
+			return lookup(in.TokenValue, rest)
 		}
-		return lookup(tok, rest)
+		return in.Token.at(rest)
 	}
 	v, err := in.Value()
 	if err != nil {
@@ -181,6 +177,59 @@ func (in *Input) at(path []*ast.Term) ast.Value {
 	}
 	return lookup(v, path)
 }
+
+// at is the value at path in the token's part of the input, built from
+// the token's fields as far as the path reaches. A claim that cannot be
+// an OPA value is errClaim.
+func (t *Token) at(path []*ast.Term) ast.Value {
+	if len(path) == 0 {
+		v, err := t.Value()
+		if err != nil {
+			return errClaim
+		}
+		return v
+	}
+	rest := path[1:]
+	switch k, _ := path[0].Value.(ast.String); k {
+	case "issuer":
+		return lookup(ast.String(t.Issuer), rest)
+	case "subject":
+		return lookup(ast.String(t.Subject), rest)
+	case "client_id":
+		return lookup(ast.String(t.ClientID), rest)
+	case "audience":
+		return lookup(stringArray(t.Audience), rest)
+	case "scopes":
+		return lookup(stringArray(t.Scopes), rest)
+	case "expires_at":
+		return lookup(ast.Number(strconv.FormatInt(t.ExpiresAt, 10)), rest)
+	case "claims":
+		var cur any = t.Claims
+		for _, k := range rest {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return nil
+			}
+			key, _ := k.Value.(ast.String)
+			if cur, ok = m[string(key)]; !ok {
+				return nil
+			}
+		}
+		if m, ok := cur.(map[string]any); ok && m == nil {
+			return ast.NewObject() // as Value has absent claims
+		}
+		v, err := ast.InterfaceToValue(cur)
+		if err != nil {
+			return errClaim
+		}
+		return v
+	}
+	return nil
+}
+
+// errClaim stands for a claim that cannot be an OPA value, in a decision
+// key: Input.Value fails on it, so no decision is ever cached under it.
+var errClaim = ast.String("\x00claim that is not a JSON value")
 
 func (r *Request) at(path []*ast.Term) ast.Value {
 	if len(path) == 0 {

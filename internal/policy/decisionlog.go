@@ -30,8 +30,8 @@ type Record struct {
 	Engine *Engine
 	// Input is what the policy saw.
 	Input *Input
-	// Decision is what it returned; Decision.Raw is the event's result,
-	// absent when Err is set.
+	// Decision is what it returned; Decision.Result is the event's
+	// result, absent when Err is set.
 	Decision Decision
 	// Err is the evaluation error, if evaluation failed.
 	Err error
@@ -197,8 +197,8 @@ func (r *Record) info() *server.Info {
 	switch {
 	case r.Err != nil:
 		info.Error = eventError(r.Err)
-	case r.Decision.Raw != nil:
-		if result, err := ast.JSON(r.Decision.Raw); err == nil {
+	default:
+		if result, ok := r.Decision.Result(); ok {
 			info.Results = &result
 		}
 	}

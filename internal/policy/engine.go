@@ -190,7 +190,7 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 		return Decided{Engine: e, Decision: d}, err
 	}
 	if err == nil { // errors, timeouts among them, are never kept
-		e.cache.Add(key, d)
+		e.cache.Add(key, d.compact())
 	}
 	return Decided{Engine: e, Decision: d}, err
 }

@@ -31,20 +31,24 @@ type rotation struct {
 	header func(i int) (string, string)
 }
 
+// request is request i of the rotation, to base.
+func (rot rotation) request(base string, i int) *http.Request {
+	req, _ := http.NewRequest("GET", base+rot.path(i), nil)
+	req.Header.Set("Authorization", "Bearer "+rot.token(i))
+	if rot.header != nil {
+		k, v := rot.header(i)
+		req.Header.Set(k, v)
+	}
+	return req
+}
+
 func benchRotation(e *env, rot rotation) func(b *testing.B) {
 	return func(b *testing.B) {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 256}}
 		defer client.CloseIdleConnections()
 		var next atomic.Int64
 		do := func() error {
-			i := int(next.Add(1))
-			req, _ := http.NewRequest("GET", e.srv.URL+rot.path(i), nil)
-			req.Header.Set("Authorization", "Bearer "+rot.token(i))
-			if rot.header != nil {
-				k, v := rot.header(i)
-				req.Header.Set(k, v)
-			}
-			resp, err := client.Do(req)
+			resp, err := client.Do(rot.request(e.srv.URL, int(next.Add(1))))
 			if err != nil {
 				return err
 			}
@@ -107,13 +111,7 @@ func warmAll(b *testing.B, e *env, rot rotation, n int) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			req, _ := http.NewRequest("GET", e.srv.URL+rot.path(i), nil)
-			req.Header.Set("Authorization", "Bearer "+rot.token(i))
-			if rot.header != nil {
-				k, v := rot.header(i)
-				req.Header.Set(k, v)
-			}
-			resp, err := client.Do(req)
+			resp, err := client.Do(rot.request(e.srv.URL, i))
 			if err != nil || resp.StatusCode != 200 {
 				failed.Add(1)
 			}

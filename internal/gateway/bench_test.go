@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -217,5 +219,27 @@ func BenchmarkDecisionLogEvent(b *testing.B) {
 		if err := e.gw.policy.LogNow(context.Background(), rec); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRequestNewCaller is a request from a caller the gateway has not
+// seen: its token verified, its downstream token signed, its decision
+// evaluated; with the decision cache off and on, to show what a miss
+// costs the cache.
+func BenchmarkRequestNewCaller(b *testing.B) {
+	for _, cache := range []bool{false, true} {
+		b.Run(map[bool]string{false: "cache-off", true: "cache-on"}[cache], func(b *testing.B) {
+			e := newEnv(b, func(doc string) string {
+				return strings.Replace(doc, `decision_log: {output: "off"}`, fmt.Sprintf(`decision_log: {output: "off"}`+"\n  decision_cache: {enabled: %v}", cache), 1)
+			})
+			quietUpstream(e)
+			tokens := make([]string, b.N+64)
+			for i := range tokens {
+				tokens[i] = e.issuer.mint(b, map[string]any{"sub": fmt.Sprintf("new-%d", i)})
+			}
+			var next atomic.Int64
+			rot := rotation{path: func(int) string { return "/orders/1" }, token: func(int) string { return tokens[next.Add(1)-1] }}
+			benchRotation(e, rot)(b)
+		})
 	}
 }

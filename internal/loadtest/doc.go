@@ -16,6 +16,6 @@
 // concurrent connections (default 32), AUDGATE_LOAD_USERS and
 // AUDGATE_LOAD_PATHS the varied workload's callers and paths (default 500
 // and 200), AUDGATE_LOAD_DECISION_CACHE=off turns the decision cache off,
-// and AUDGATE_LOAD_CPUPROFILE names a file for the audgate process's CPU
-// profile. GOGC and GOMEMLIMIT, when set, apply to both proxy processes.
+// AUDGATE_LOAD_CPUPROFILE and AUDGATE_LOAD_HEAPPROFILE name files for the
+// audgate process's CPU profile and, at its end, its heap profile. GOGC and GOMEMLIMIT, when set, apply to both proxy processes.
 package loadtest

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -95,6 +96,13 @@ func serveChild(srv *http.Server) {
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin) // the parent closing stdin ends the child
 		pprof.StopCPUProfile()
+		if path := os.Getenv("AUDGATE_LOAD_HEAPPROFILE"); path != "" && os.Getenv("AUDGATE_LOAD_CHILD") == "audgate" {
+			if f, err := os.Create(path); err == nil {
+				runtime.GC()
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
 		os.Exit(0)
 	}()
 	_ = srv.Serve(ln)
@@ -383,8 +391,9 @@ routes: [{path: /orders/*, upstream: orders}]
 		misses := gw.metric(t, `audgate_decision_cache_requests_total{result="miss"}`) - miss0
 		pr, ar := median(rps["plain"]), median(rps["audgate"])
 		pc, ac := median(cpu["plain"]), median(cpu["audgate"])
-		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%; audgate's resident set %d MiB",
-			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc), 100*hits/max(hits+misses, 1), gw.rss(t)>>20)
+		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%; audgate's resident set %d MiB, heap in use %.0f MiB",
+			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc), 100*hits/max(hits+misses, 1), gw.rss(t)>>20,
+			gw.metric(t, "go_memstats_heap_inuse_bytes")/(1<<20))
 	}
 }
 

@@ -340,15 +340,16 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 	if trimmed := strings.Trim(path, "/"); trimmed != "" {
 		segments = strings.Split(trimmed, "/")
 	}
-	tok := g.tokenViews.Get(p)
+	token := tokenOf(p)
 	var tokValue ast.Value
 	if on, _ := g.policy.DecisionCacheState(); !on {
 		// Without the decision cache every request evaluates: the
-		// token's part of the input is built once per token and kept.
-		// With it, only a miss needs it, and a token seldom misses twice:
-		// it is built then and not kept, which saves about 2 KB a caller.
+		// token's part of the input is built once per token and kept with
+		// it. With it, only a miss needs it, and a token seldom misses
+		// twice: it is built then and not kept, which saves about 2 KB a
+		// caller.
 		var err error
-		if tokValue, err = tok.astValue(); err != nil {
+		if tokValue, err = g.tokenViews.Get(p).astValue(); err != nil {
 			return nil, &policy.Error{Msg: "token claims", Err: err}
 		}
 	}
@@ -362,7 +363,7 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
 		Upstream:      u.input,
 		UpstreamValue: u.inputValue,
-		Token:         *tok.token,
+		Token:         token,
 		TokenValue:    tokValue,
 	}, nil
 }
@@ -377,10 +378,17 @@ type tokenView struct {
 }
 
 func newTokenView(p *authn.Principal) *tokenView {
-	return &tokenView{token: &policy.Token{
+	t := tokenOf(p)
+	return &tokenView{token: &t}
+}
+
+// tokenOf is the policy's view of a verified token; it shares the
+// principal's slices and claims.
+func tokenOf(p *authn.Principal) policy.Token {
+	return policy.Token{
 		Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Audience: p.Audience,
 		Scopes: p.Scopes, ExpiresAt: p.ExpiresAt.Unix(), Claims: p.Claims,
-	}}
+	}
 }
 
 func (v *tokenView) astValue() (ast.Value, error) {

@@ -281,3 +281,18 @@ func TestEvalExplainShowsReads(t *testing.T) {
 		t.Errorf("--explain: %s", errOut.String())
 	}
 }
+
+// TestEvalInputPrints: print() in the policy reaches eval's stderr for a
+// logged input too.
+func TestEvalInputPrints(t *testing.T) {
+	cfg := writeConfig(t, writePolicy(t, map[string]string{"p.rego": evalPolicy + "\n_seen if print(\"subject is\", input.token.subject)\n\ndecision := {\"allow\": false} if {\n\t_seen\n\tfalse\n}\n"}))
+	file := filepath.Join(t.TempDir(), "input.json")
+	_ = os.WriteFile(file, []byte(loggedInput), 0o600)
+	var out, errOut bytes.Buffer
+	if err := eval(context.Background(), evalFlags{config: cfg, input: file}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "subject is alice") {
+		t.Errorf("print output not on stderr: %q", errOut.String())
+	}
+}

@@ -111,7 +111,7 @@ func eval(ctx context.Context, f evalFlags, out, errOut io.Writer) error {
 	}
 	var ev *gateway.Evaluation
 	if logged != nil {
-		ev = gw.DecideInput(ctx, logged.Input, req.Trace)
+		ev = gw.DecideInput(ctx, logged.Input, req.Trace, req.Print)
 	} else if ev, err = gw.Eval(ctx, req); err != nil {
 		return err
 	}

@@ -64,8 +64,13 @@ func (l *Logged) requestID() string {
 
 // DecideInput runs a logged input through the policy stage as a served
 // request would reach it: the policy, then the decision checked against
-// the upstream the input names. It is for eval --input and replay.
-func (g *Gateway) DecideInput(ctx context.Context, in *policy.Input, trace io.Writer) *Evaluation {
+// the upstream the input names; trace, if set, gets the evaluation
+// trace, and printTo the output of print() in the policy. It is for eval
+// --input and replay.
+func (g *Gateway) DecideInput(ctx context.Context, in *policy.Input, trace, printTo io.Writer) *Evaluation {
+	if printTo != nil { // print() in the policy writes here, not to the log
+		ctx = context.WithValue(ctx, dryRunKey{}, &dryRun{print: printTo})
+	}
 	ev := &Evaluation{Input: in}
 	up, ok := g.ups[in.Upstream.Name]
 	if !ok {
@@ -202,7 +207,7 @@ func (g *Gateway) Replay(ctx context.Context, log io.Reader, progress func(n int
 			continue
 		}
 		was := g.loggedOutcome(l)
-		now := evaluationOutcome(g.DecideInput(ctx, l.Input, nil))
+		now := evaluationOutcome(g.DecideInput(ctx, l.Input, nil, nil))
 		if sameOutcome(was, now) {
 			r.Unchanged++
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"slices"
 	"sync"
 
@@ -80,6 +81,10 @@ func inputKey(gen uint64, paths keyPaths, whole bool, in *Input) [32]byte {
 	} else {
 		b = binary.AppendUvarint(b, uint64(len(paths)))
 		for _, path := range paths {
+			if tb, ok := appendTokenAt(b, &in.Token, path); ok && in.TokenValue == nil {
+				b = tb
+				continue
+			}
 			b = appendValue(b, in.at(path))
 		}
 	}
@@ -89,6 +94,98 @@ func inputKey(gen uint64, paths keyPaths, whole bool, in *Input) [32]byte {
 		keyBuffers.Put(bp)
 	}
 	return sum
+}
+
+// appendTokenAt appends the encoding of the token's value at path (which
+// starts with "token") straight from its Go fields, as appendValue would
+// write the OPA value Token.Value builds, without building it. False when
+// the path is not the token's, or reaches something only the OPA value
+// can encode.
+func appendTokenAt(b []byte, t *Token, path []*ast.Term) ([]byte, bool) {
+	if len(path) < 2 || path[0].Value.Compare(ast.String("token")) != 0 {
+		return b, false
+	}
+	k, _ := path[1].Value.(ast.String)
+	rest := path[2:]
+	switch {
+	case len(rest) > 0 && k != "claims":
+		return b, false
+	case k == "subject":
+		return appendBytes(append(b, tagString), t.Subject), true
+	case k == "issuer":
+		return appendBytes(append(b, tagString), t.Issuer), true
+	case k == "client_id":
+		return appendBytes(append(b, tagString), t.ClientID), true
+	case k == "scopes":
+		return appendStrings(b, t.Scopes), true
+	case k == "audience":
+		return appendStrings(b, t.Audience), true
+	case k == "claims":
+		var cur any = t.Claims
+		for _, k := range rest {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return append(b, tagAbsent), true
+			}
+			key, _ := k.Value.(ast.String)
+			if cur, ok = m[string(key)]; !ok {
+				return append(b, tagAbsent), true
+			}
+		}
+		return appendJSON(b, cur)
+	}
+	return b, false
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(append(b, tagArray), uint64(len(ss)))
+	for _, s := range ss {
+		b = appendBytes(append(b, tagString), s)
+	}
+	return b
+}
+
+// appendJSON appends the encoding of a JSON value as encoding/json
+// decodes it with UseNumber, as appendValue writes its OPA value; false
+// for any other Go value.
+func appendJSON(b []byte, x any) ([]byte, bool) {
+	switch v := x.(type) {
+	case nil:
+		return append(b, tagNull), true
+	case bool:
+		if v {
+			return append(b, tagTrue), true
+		}
+		return append(b, tagFalse), true
+	case string:
+		return appendBytes(append(b, tagString), v), true
+	case json.Number:
+		return appendBytes(append(b, tagNumber), string(v)), true
+	case []any:
+		b = binary.AppendUvarint(append(b, tagArray), uint64(len(v)))
+		for _, e := range v {
+			var ok bool
+			if b, ok = appendJSON(b, e); !ok {
+				return b, false
+			}
+		}
+		return b, true
+	case map[string]any:
+		if v == nil {
+			return binary.AppendUvarint(append(b, tagObject), 0), true
+		}
+		b = binary.AppendUvarint(append(b, tagObject), uint64(len(v)))
+		members := make([][]byte, 0, len(v))
+		for k, e := range v {
+			m, ok := appendJSON(appendBytes([]byte{tagString}, k), e)
+			if !ok {
+				return b, false
+			}
+			members = append(members, m)
+		}
+		return appendSorted(b, members), true
+	}
+	return b, false
 }
 
 // lookup is the value at path in v, nil when there is none.

@@ -188,12 +188,13 @@ func mutate(rng *rand.Rand, in *Input) {
 	case 5:
 		in.Token.Claims["permissions"] = pick[any](rng, []any{"orders:read"}, []any{"orders:write"}, []any{"orders:read", "orders:write"}, map[string]any{"0": "orders:read"})
 	case 6:
-		in.Token.Scopes = pick(rng, []string{}, []string{"orders:read"}, []string{"orders:write"})
+		in.Token.Scopes = pick(rng, nil, []string{}, []string{"orders:read"}, []string{"orders:write"})
 	case 7:
 		// Numbers that OPA finds equal and unequal.
 		in.Token.Claims["level"] = pick[any](rng, json.Number("1"), json.Number("1.0"), json.Number("10e-1"), json.Number("2"), json.Number("0.10000000000000001"), "1")
 	case 8:
 		in.Token.Claims["tenant"] = pick[any](rng, "acme", "globex", 7)
+		in.Token.Claims["org"] = pick[any](rng, map[string]any{"name": "acme", "n": json.Number("2")}, map[string]any{"name": nil}, []any{"acme"}, map[string]any{}, true)
 	case 9: // read by no policy but the whole-input one
 		in.Request.Host = pick(rng, "a.example", "b.example")
 	case 10:
@@ -301,6 +302,9 @@ func TestInputKeyIsTheValueKey(t *testing.T) {
 		"request.remote_ip", "request.client_ip", "request.tls", "request.tls.client_certificate.uris", "request.nope",
 		"route", "route.path", "route.params", "route.params.id", "route.upstream", "route.nope",
 		"upstream", "upstream.audiences", "token", "token.claims.level", "token.subject", "token.expires_at", "nope",
+		"token.issuer", "token.client_id", "token.scopes", "token.audience", "token.claims", "token.claims.role",
+		"token.claims.permissions", "token.claims.permissions.0", "token.claims.tenant", "token.claims.org.name",
+		"token.claims.none", "token.subject.x", "token.scopes.0",
 		"request.method.x",
 	} {
 		paths = append(paths, strings.Split(p, "."))

@@ -17,5 +17,7 @@
 // AUDGATE_LOAD_PATHS the varied workload's callers and paths (default 500
 // and 200), AUDGATE_LOAD_DECISION_CACHE=off turns the decision cache off,
 // AUDGATE_LOAD_CPUPROFILE and AUDGATE_LOAD_HEAPPROFILE name files for the
-// audgate process's CPU profile and, at its end, its heap profile. GOGC and GOMEMLIMIT, when set, apply to both proxy processes.
+// audgate process's CPU profile and, at its end, its heap profile. Both proxy
+// processes tune GOGC as audgate run does (internal/gctune) unless GOGC
+// is set; GOGC and GOMEMLIMIT, when set, apply to both.
 package loadtest

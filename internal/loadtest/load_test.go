@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -35,6 +36,7 @@ import (
 
 	"github.com/audgate/audgate/internal/config"
 	"github.com/audgate/audgate/internal/gateway"
+	"github.com/audgate/audgate/internal/gctune"
 	"github.com/audgate/audgate/policies"
 )
 
@@ -68,8 +70,12 @@ func TestMain(m *testing.M) {
 		admin := gw.AdminHandler()
 		h := srv.Handler
 		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/metrics" { // the load test reads the decision cache's counters
+			switch r.URL.Path {
+			case "/metrics": // the load test reads the decision cache's counters
 				admin.ServeHTTP(w, r)
+				return
+			case "/memory":
+				serveMemory(w)
 				return
 			}
 			h.ServeHTTP(w, r)
@@ -84,6 +90,9 @@ func serveChild(srv *http.Server) {
 	if err != nil {
 		fmt.Println("listen:", err)
 		os.Exit(1)
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		gctune.Start(gctune.Default) // as audgate run does, for both proxies
 	}
 	fmt.Println("ready", ln.Addr().String())
 	srv.ReadHeaderTimeout = 5 * time.Second
@@ -107,6 +116,34 @@ func serveChild(srv *http.Server) {
 	}()
 	_ = srv.Serve(ln)
 	os.Exit(0)
+}
+
+// memorySamples are what /memory reports, in this order.
+var memorySamples = []string{"/gc/heap/live:bytes", "/gc/heap/goal:bytes", "/gc/gogc:percent", "/memory/classes/total:bytes", "/memory/classes/heap/released:bytes"}
+
+// serveMemory writes the child's memory samples, space-separated.
+func serveMemory(w io.Writer) {
+	s := make([]metrics.Sample, len(memorySamples))
+	for i, name := range memorySamples {
+		s[i].Name = name
+	}
+	metrics.Read(s)
+	for _, x := range s {
+		fmt.Fprintf(w, "%d ", x.Value.Uint64())
+	}
+}
+
+// memory is the child's live heap, heap goal, GOGC and memory mapped
+// from the OS less what it released, in MiB but for GOGC.
+func (c *child) memory(t *testing.T) (live, goal, gogc, mapped uint64) {
+	resp, err := http.Get("http://" + c.addr + "/memory")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var released uint64
+	_, _ = fmt.Fscan(resp.Body, &live, &goal, &gogc, &mapped, &released)
+	return live >> 20, goal >> 20, gogc, (mapped - released) >> 20
 }
 
 // child is a proxy process.
@@ -391,9 +428,10 @@ routes: [{path: /orders/*, upstream: orders}]
 		misses := gw.metric(t, `audgate_decision_cache_requests_total{result="miss"}`) - miss0
 		pr, ar := median(rps["plain"]), median(rps["audgate"])
 		pc, ac := median(cpu["plain"]), median(cpu["audgate"])
-		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%; audgate's resident set %d MiB, heap in use %.0f MiB",
+		live, goal, gogc, mapped := gw.memory(t)
+		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%; audgate's resident set %d MiB, live heap %d MiB, heap goal %d MiB at GOGC %d, mapped %d MiB",
 			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc), 100*hits/max(hits+misses, 1), gw.rss(t)>>20,
-			gw.metric(t, "go_memstats_heap_inuse_bytes")/(1<<20))
+			live, goal, gogc, mapped)
 	}
 }
 

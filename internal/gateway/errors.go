@@ -27,7 +27,7 @@ type denyError struct {
 	// scopes are what the caller lacks, for the challenge's scope.
 	scopes []string
 	// headers are the decision's response headers.
-	headers map[string]string
+	headers policy.Headers
 }
 
 func (e *denyError) Error() string { return "policy denied: " + e.reason }
@@ -54,7 +54,7 @@ type response struct {
 	challenge  string // WWW-Authenticate
 	retryAfter string
 	level      slog.Level
-	headers    map[string]string // the decision's response headers, on a deny
+	headers    policy.Headers // the decision's response headers, on a deny
 }
 
 // errorBody is the JSON error every failed request gets.
@@ -243,8 +243,8 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		"request_id", id, "method", r.Method, "path", path, "status", res.status,
 		"error", res.code, "cause", err.Error())
 	h := w.Header()
-	for k, v := range res.headers {
-		h.Set(k, v) // before the gateway's own, which win
+	for _, e := range res.headers {
+		h.Set(e.Name, e.Value) // before the gateway's own, which win
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 
@@ -96,14 +95,14 @@ type outcome struct {
 	status  int
 	aud     string
 	scopes  []string
-	headers map[string]string
+	headers policy.Headers
 	detail  string
 }
 
 func (o outcome) String() string {
 	switch o.kind {
 	case "allow":
-		return fmt.Sprintf("allow (audience %q, scopes %v, headers %v)", o.aud, o.scopes, o.headers)
+		return fmt.Sprintf("allow (audience %q, scopes %v, headers %v)", o.aud, o.scopes, o.headers.Map())
 	case "deny":
 		return fmt.Sprintf("deny %d (%s)", o.status, o.detail)
 	}
@@ -251,5 +250,5 @@ func sameOutcome(a, b outcome) bool {
 	if a.kind != "allow" {
 		return true
 	}
-	return a.aud == b.aud && slices.Equal(a.scopes, b.scopes) && maps.Equal(a.headers, b.headers)
+	return a.aud == b.aud && slices.Equal(a.scopes, b.scopes) && slices.Equal(a.headers, b.headers)
 }

@@ -22,10 +22,10 @@ type Decision struct {
 	// Scopes are the downstream token's scopes.
 	Scopes []string `json:"scopes,omitempty"`
 	// Headers are set, replacing, on the upstream request.
-	Headers map[string]string `json:"headers,omitempty"`
+	Headers Headers `json:"headers,omitempty"`
 	// ResponseHeaders are set on the response to the caller, on allow and
 	// on deny.
-	ResponseHeaders map[string]string `json:"response_headers,omitempty"`
+	ResponseHeaders Headers `json:"response_headers,omitempty"`
 	// Claims are added to self-signed downstream tokens.
 	Claims map[string]any `json:"claims,omitempty"`
 	// Status is the deny status: 401, 403 (default) or 404.
@@ -40,6 +40,63 @@ type Decision struct {
 	Raw ast.Value `json:"-"`
 	// rawJSON is Raw as the decision cache keeps it.
 	rawJSON []byte
+}
+
+// Header is one header a decision sets. It is an unnamed struct type, so
+// that a package that sets headers (proxy) takes Headers as they are
+// without importing this one.
+type Header = struct{ Name, Value string }
+
+// Headers are a decision's headers in name order, each name once: a
+// slice rather than a map, a tenth of the memory in the decision cache.
+// As JSON, an object.
+type Headers []Header
+
+// Get is the value of the header named name exactly, and whether there
+// is one.
+func (h Headers) Get(name string) (string, bool) {
+	i, ok := slices.BinarySearchFunc(h, name, func(e Header, name string) int { return strings.Compare(e.Name, name) })
+	if !ok {
+		return "", false
+	}
+	return h[i].Value, true
+}
+
+// Map is h as a map.
+func (h Headers) Map() map[string]string {
+	m := make(map[string]string, len(h))
+	for _, e := range h {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+// MarshalJSON writes h as an object.
+func (h Headers) MarshalJSON() ([]byte, error) {
+	return json.Marshal(h.Map())
+}
+
+// UnmarshalJSON reads an object of strings.
+func (h *Headers) UnmarshalJSON(b []byte) error {
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*h = HeadersOf(m)
+	return nil
+}
+
+// HeadersOf is m as Headers; nil when m is.
+func HeadersOf(m map[string]string) Headers {
+	if m == nil {
+		return nil
+	}
+	h := make(Headers, 0, len(m))
+	for k, v := range m {
+		h = append(h, Header{k, v})
+	}
+	slices.SortFunc(h, func(a, b Header) int { return strings.Compare(a.Name, b.Name) })
+	return h
 }
 
 // Result is the policy's value as a JSON tree (numbers as json.Number),
@@ -199,7 +256,7 @@ func optStrings(obj ast.Object, key string) ([]string, error) {
 	return out, nil
 }
 
-func optHeaders(obj ast.Object, key string) (map[string]string, error) {
+func optHeaders(obj ast.Object, key string) (Headers, error) {
 	v := field(obj, key)
 	if v == nil {
 		return nil, nil
@@ -208,7 +265,7 @@ func optHeaders(obj ast.Object, key string) (map[string]string, error) {
 	if !ok {
 		return nil, fieldError(key, "must be an object of strings, got %s", kind(v))
 	}
-	out := make(map[string]string, m.Len())
+	out := make(Headers, 0, m.Len())
 	err := m.Iter(func(k, e *ast.Term) error {
 		name, ok := k.Value.(ast.String)
 		if !ok {
@@ -218,9 +275,10 @@ func optHeaders(obj ast.Object, key string) (map[string]string, error) {
 		if !ok {
 			return fieldError(key+"."+string(name), "must be a string, got %s", kind(e.Value))
 		}
-		out[string(name)] = string(s)
+		out = append(out, Header{string(name), string(s)})
 		return nil
 	})
+	slices.SortFunc(out, func(a, b Header) int { return strings.Compare(a.Name, b.Name) })
 	return out, err
 }
 
@@ -353,20 +411,31 @@ func (d *Decision) Check(lim Limits) error {
 
 // checkHeaders refuses a header a decision may not set, and values with
 // control characters.
-func checkHeaders(field string, headers map[string]string, reserved map[string]bool) error {
-	seen := make(map[string]string, len(headers))
-	for k, v := range headers {
+func checkHeaders(field string, headers Headers, reserved map[string]bool) error {
+	var seen map[string]string // canonical name to name, for many headers
+	if len(headers) > 16 {
+		seen = make(map[string]string, len(headers))
+	}
+	for i, h := range headers {
+		k := h.Name
 		if !httpguts.ValidHeaderFieldName(k) {
 			return fieldError(field, "%q is not a valid header name", k)
 		}
-		if other, dup := seen[http.CanonicalHeaderKey(k)]; dup {
+		// Valid names differ from their canonical form in case alone.
+		other, dup := "", false
+		if seen != nil {
+			other, dup = seen[http.CanonicalHeaderKey(k)]
+			seen[http.CanonicalHeaderKey(k)] = k
+		} else if j := slices.IndexFunc(headers[:i], func(o Header) bool { return strings.EqualFold(o.Name, k) }); j >= 0 {
+			other, dup = headers[j].Name, true
+		}
+		if dup {
 			return fieldError(field, "%q and %q name the same header; set it once", other, k)
 		}
-		seen[http.CanonicalHeaderKey(k)] = k
 		if reserved[http.CanonicalHeaderKey(k)] {
 			return fieldError(field+"."+k, "is set by the gateway and may not be set by the policy")
 		}
-		if hasControl(v) {
+		if hasControl(h.Value) {
 			return fieldError(field+"."+k, "value contains CR, LF, TAB or another control character")
 		}
 	}

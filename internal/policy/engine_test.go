@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -142,7 +144,7 @@ func TestDecide(t *testing.T) {
 		wantErr string
 	}{
 		{name: "allow true", rego: `decision := {"allow": true, "audience": "a", "scopes": ["s"], "headers": {"X-A": "1"}, "claims": {"t": 1}}`,
-			want: Decision{Allow: true, Audience: "a", Scopes: []string{"s"}, Headers: map[string]string{"X-A": "1"}, Claims: map[string]any{"t": json.Number("1")}}},
+			want: Decision{Allow: true, Audience: "a", Scopes: []string{"s"}, Headers: HeadersOf(map[string]string{"X-A": "1"}), Claims: map[string]any{"t": json.Number("1")}}},
 		{name: "allow string true denies", rego: `decision := {"allow": "true", "audience": "a"}`, want: Decision{Audience: "a"}},
 		{name: "allow 1 denies", rego: `decision := {"allow": 1}`, want: Decision{}},
 		{name: "deny with status", rego: `decision := {"allow": false, "status": 404, "reason": "hidden"}`, want: Decision{Status: 404, Reason: "hidden"}},
@@ -255,27 +257,27 @@ func TestCheck(t *testing.T) {
 		{name: "scope outside", d: allow(func(d *Decision) { d.Scopes = []string{"orders:read", "admin"} }), lim: lim, wantErr: "decision.scopes[1]"},
 		{name: "scope with space", d: allow(func(d *Decision) { d.Scopes = []string{"orders:read orders:write"} }), lim: Limits{Audiences: lim.Audiences}, wantErr: "decision.scopes[0]"},
 		{name: "empty scope", d: allow(func(d *Decision) { d.Scopes = []string{""} }), lim: Limits{Audiences: lim.Audiences}, wantErr: "decision.scopes[0]"},
-		{name: "authorization header", d: allow(func(d *Decision) { d.Headers = map[string]string{"authorization": "Bearer x"} }), lim: lim, wantErr: "decision.headers.authorization"},
-		{name: "host header", d: allow(func(d *Decision) { d.Headers = map[string]string{"Host": "evil"} }), lim: lim, wantErr: "decision.headers.Host"},
-		{name: "hop-by-hop header", d: allow(func(d *Decision) { d.Headers = map[string]string{"Connection": "close"} }), lim: lim, wantErr: "decision.headers.Connection"},
-		{name: "content-length", d: allow(func(d *Decision) { d.Headers = map[string]string{"Content-Length": "1"} }), lim: lim, wantErr: "decision.headers.Content-Length"},
-		{name: "x-request-id", d: allow(func(d *Decision) { d.Headers = map[string]string{"x-request-id": "forged"} }), lim: lim, wantErr: "decision.headers.x-request-id"},
-		{name: "x-forwarded-for", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-Forwarded-For": "1.2.3.4"} }), lim: lim, wantErr: "decision.headers.X-Forwarded-For"},
-		{name: "TAB in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "ali\tce"} }), lim: lim, wantErr: "TAB"},
-		{name: "NUL in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "a\x00"} }), lim: lim, wantErr: "control character"},
-		{name: "DEL in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "a\x7f"} }), lim: lim, wantErr: "control character"},
-		{name: "UTF-8 in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Name": "Zoë"} }), lim: lim},
-		{name: "CRLF in value", d: allow(func(d *Decision) { d.Headers = map[string]string{"X-User-Id": "a\r\nX-Admin: 1"} }), lim: lim, wantErr: "CR, LF"},
-		{name: "invalid header name", d: allow(func(d *Decision) { d.Headers = map[string]string{"X User": "a"} }), lim: lim, wantErr: "not a valid header name"},
+		{name: "authorization header", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"authorization": "Bearer x"}) }), lim: lim, wantErr: "decision.headers.authorization"},
+		{name: "host header", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"Host": "evil"}) }), lim: lim, wantErr: "decision.headers.Host"},
+		{name: "hop-by-hop header", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"Connection": "close"}) }), lim: lim, wantErr: "decision.headers.Connection"},
+		{name: "content-length", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"Content-Length": "1"}) }), lim: lim, wantErr: "decision.headers.Content-Length"},
+		{name: "x-request-id", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"x-request-id": "forged"}) }), lim: lim, wantErr: "decision.headers.x-request-id"},
+		{name: "x-forwarded-for", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-Forwarded-For": "1.2.3.4"}) }), lim: lim, wantErr: "decision.headers.X-Forwarded-For"},
+		{name: "TAB in value", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-User-Id": "ali\tce"}) }), lim: lim, wantErr: "TAB"},
+		{name: "NUL in value", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-User-Id": "a\x00"}) }), lim: lim, wantErr: "control character"},
+		{name: "DEL in value", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-User-Id": "a\x7f"}) }), lim: lim, wantErr: "control character"},
+		{name: "UTF-8 in value", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-User-Name": "Zoë"}) }), lim: lim},
+		{name: "CRLF in value", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X-User-Id": "a\r\nX-Admin: 1"}) }), lim: lim, wantErr: "CR, LF"},
+		{name: "invalid header name", d: allow(func(d *Decision) { d.Headers = HeadersOf(map[string]string{"X User": "a"}) }), lim: lim, wantErr: "not a valid header name"},
 		{name: "registered claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"sub": "root"} }), lim: lim, wantErr: "decision.claims.sub"},
 		{name: "scp claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"scp": []any{"orders:admin"}} }), lim: lim, wantErr: "decision.claims.scp"},
 		{name: "act claim", d: allow(func(d *Decision) { d.Claims = map[string]any{"act": "x"} }), lim: lim, wantErr: "decision.claims.act"},
-		{name: "response header Set-Cookie", d: allow(func(d *Decision) { d.ResponseHeaders = map[string]string{"set-cookie": "a=1"} }), lim: lim, wantErr: "decision.response_headers.set-cookie"},
-		{name: "response header WWW-Authenticate", d: allow(func(d *Decision) { d.ResponseHeaders = map[string]string{"WWW-Authenticate": "Basic"} }), lim: lim, wantErr: "decision.response_headers.WWW-Authenticate"},
-		{name: "response header X-Request-Id", d: allow(func(d *Decision) { d.ResponseHeaders = map[string]string{"X-Request-Id": "x"} }), lim: lim, wantErr: "decision.response_headers.X-Request-Id"},
-		{name: "response header TAB", d: allow(func(d *Decision) { d.ResponseHeaders = map[string]string{"X-Tier": "a\tb"} }), lim: lim, wantErr: "TAB"},
-		{name: "response header on deny checked", d: Decision{ResponseHeaders: map[string]string{"Set-Cookie": "a=1"}}, lim: lim, wantErr: "decision.response_headers.Set-Cookie"},
-		{name: "response header ok", d: allow(func(d *Decision) { d.ResponseHeaders = map[string]string{"X-Tier": "gold"} }), lim: lim},
+		{name: "response header Set-Cookie", d: allow(func(d *Decision) { d.ResponseHeaders = HeadersOf(map[string]string{"set-cookie": "a=1"}) }), lim: lim, wantErr: "decision.response_headers.set-cookie"},
+		{name: "response header WWW-Authenticate", d: allow(func(d *Decision) { d.ResponseHeaders = HeadersOf(map[string]string{"WWW-Authenticate": "Basic"}) }), lim: lim, wantErr: "decision.response_headers.WWW-Authenticate"},
+		{name: "response header X-Request-Id", d: allow(func(d *Decision) { d.ResponseHeaders = HeadersOf(map[string]string{"X-Request-Id": "x"}) }), lim: lim, wantErr: "decision.response_headers.X-Request-Id"},
+		{name: "response header TAB", d: allow(func(d *Decision) { d.ResponseHeaders = HeadersOf(map[string]string{"X-Tier": "a\tb"}) }), lim: lim, wantErr: "TAB"},
+		{name: "response header on deny checked", d: Decision{ResponseHeaders: HeadersOf(map[string]string{"Set-Cookie": "a=1"})}, lim: lim, wantErr: "decision.response_headers.Set-Cookie"},
+		{name: "response header ok", d: allow(func(d *Decision) { d.ResponseHeaders = HeadersOf(map[string]string{"X-Tier": "gold"}) }), lim: lim},
 		{name: "deny with a bad scope", d: Decision{Scopes: []string{"a b"}}, lim: lim, wantErr: "decision.scopes[0]"},
 		{name: "deny default status", d: Decision{}, lim: lim, wantStatus: 403},
 		{name: "deny 401", d: Decision{Status: 401}, lim: lim, wantStatus: 401},
@@ -413,4 +415,50 @@ func evalRaw(t testing.TB, e *Engine, in map[string]any) any {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func TestHeaders(t *testing.T) {
+	h := HeadersOf(map[string]string{"X-B": "2", "X-A": "1", "x-c": "3"})
+	if want := (Headers{{"X-A", "1"}, {"X-B", "2"}, {"x-c", "3"}}); !slices.Equal(h, want) {
+		t.Fatalf("HeadersOf = %v, want %v", h, want)
+	}
+	if v, ok := h.Get("X-B"); !ok || v != "2" {
+		t.Errorf("Get(X-B) = %q, %v", v, ok)
+	}
+	if _, ok := h.Get("x-b"); ok {
+		t.Error("Get is exact: x-b is not X-B")
+	}
+	b, err := json.Marshal(Decision{Allow: true, Headers: h})
+	if err != nil || !strings.Contains(string(b), `"headers":{"X-A":"1","X-B":"2","x-c":"3"}`) {
+		t.Fatalf("JSON %s, %v: headers must be an object", b, err)
+	}
+	var back Decision
+	if err := json.Unmarshal(b, &back); err != nil || !slices.Equal(back.Headers, h) || back.ResponseHeaders != nil {
+		t.Fatalf("round trip: %v, %v", back.Headers, err)
+	}
+}
+
+// TestSameHeaderTwice: names that differ in case alone name one header,
+// wherever they sort, with few headers or many.
+func TestSameHeaderTwice(t *testing.T) {
+	lim := Limits{Audiences: []string{"a"}}
+	few := map[string]string{"X-A": "1", "X-B": "2", "x-a": "3"}
+	many := map[string]string{"x-tier": "1", "X-TIER": "2"}
+	for i := range 20 {
+		many[fmt.Sprintf("X-H%d", i)] = "v"
+	}
+	for _, m := range []map[string]string{few, many} {
+		d := Decision{Allow: true, Audience: "a", Headers: HeadersOf(m)}
+		if err := d.Check(lim); err == nil || !strings.Contains(err.Error(), "name the same header") {
+			t.Errorf("%d headers: %v, want the same header refused", len(m), err)
+		}
+		d = Decision{ResponseHeaders: HeadersOf(m)}
+		if err := d.Check(lim); err == nil || !strings.Contains(err.Error(), "decision.response_headers") {
+			t.Errorf("%d response headers: %v, want the same header refused", len(m), err)
+		}
+	}
+	delete(many, "X-TIER")
+	if d := (Decision{Allow: true, Audience: "a", Headers: HeadersOf(many)}); d.Check(lim) != nil {
+		t.Errorf("distinct headers refused: %v", d.Check(lim))
+	}
 }

@@ -56,12 +56,16 @@ var (
 	ErrTimeout     = errors.New("upstream timed out")
 )
 
+// Header is a header the gateway sets: the unnamed struct type that
+// policy.Headers holds.
+type Header = struct{ Name, Value string }
+
 // Outbound is what the gateway decided for one request.
 type Outbound struct {
 	// Token is the downstream bearer token.
 	Token string
 	// Headers are set, replacing any inbound value.
-	Headers map[string]string
+	Headers []Header
 	// StripPrefix is removed from the request path.
 	StripPrefix string
 	// RequestID is sent as X-Request-Id. The caller's response carries it
@@ -69,7 +73,7 @@ type Outbound struct {
 	RequestID string
 	// ResponseHeaders are set, replacing the upstream's, on the response
 	// to the caller.
-	ResponseHeaders map[string]string
+	ResponseHeaders []Header
 	// ForwardedFor is the chain of addresses trusted proxies vouched for,
 	// from the caller on; X-Forwarded-For is it plus the peer. Without
 	// it, X-Forwarded-For is the peer alone.
@@ -187,8 +191,8 @@ func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
 	if out.RequestID != "" {
 		h.Set("X-Request-Id", out.RequestID)
 	}
-	for k, v := range out.Headers {
-		h.Set(k, v)
+	for _, e := range out.Headers {
+		h.Set(e.Name, e.Value)
 	}
 }
 
@@ -204,8 +208,8 @@ func (u *Upstream) modifyResponse(resp *http.Response) error {
 	if out.RequestID != "" {
 		h.Del("X-Request-Id")
 	}
-	for k, v := range out.ResponseHeaders {
-		h.Set(k, v)
+	for _, e := range out.ResponseHeaders {
+		h.Set(e.Name, e.Value)
 	}
 	return nil
 }

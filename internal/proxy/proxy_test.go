@@ -68,7 +68,7 @@ func TestRewrite(t *testing.T) {
 		"X-Forwarded-For": {"6.6.6.6"},
 		"True-Client-Ip":  {"6.6.6.6"},
 		"X-User-Id":       {"mallory"},
-	}, &Outbound{Token: "downstream", Headers: map[string]string{"X-User-Id": "alice"}, StripPrefix: "/api", RequestID: "req-1"})
+	}, &Outbound{Token: "downstream", Headers: []Header{{"X-User-Id", "alice"}}, StripPrefix: "/api", RequestID: "req-1"})
 	if w.Code != 200 {
 		t.Fatalf("status %d", w.Code)
 	}

@@ -24,7 +24,7 @@ func ParseUnverified(raw string) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	return claimsPrincipal(tok.claims)
+	return claimsPrincipal(tok.claims, tok.payload)
 }
 
 // ClaimsUnverified reads a token payload, a JSON object of claims, into a
@@ -40,7 +40,7 @@ func ClaimsUnverified(payload []byte) (*Principal, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, invalid("claims must be one JSON object")
 	}
-	return claimsPrincipal(claims)
+	return claimsPrincipal(claims, string(payload))
 }
 
 // Attachment is a value of type T that another stage derives from a

@@ -169,9 +169,10 @@ type Principal struct {
 	Audience  []string
 	Scopes    []string // from scope, else scp
 	ExpiresAt time.Time
-	// Claims holds every claim of the payload as encoding/json decodes it
-	// with UseNumber (numbers are json.Number).
-	Claims map[string]any
+	// claims is the payload: every claim, as JSON text (see Claims). A
+	// cached token keeps its claims this way, pointer-free and in a third
+	// of the memory of the decoded tree.
+	claims string
 	// TokenHash is the SHA-256 of the raw token: a cache key for other
 	// packages, so that they never need to keep the token itself.
 	TokenHash [32]byte
@@ -185,6 +186,22 @@ type Principal struct {
 	verifiedBy *issuer
 	epoch      uint64
 }
+
+// Claims are every claim of the token as encoding/json decodes them with
+// UseNumber (numbers are json.Number): a fresh tree each call, which the
+// caller may keep or change.
+func (p *Principal) Claims() (map[string]any, error) {
+	dec := json.NewDecoder(strings.NewReader(p.claims))
+	dec.UseNumber()
+	var c map[string]any
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("token claims: %w", err)
+	}
+	return c, nil
+}
+
+// ClaimsJSON is the token's payload: its claims as a JSON object.
+func (p *Principal) ClaimsJSON() string { return p.claims }
 
 // Verifier verifies access tokens. It is safe for concurrent use and
 // read-only after New; a configuration change builds a new Verifier.
@@ -353,7 +370,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 	if err != nil {
 		return nil, err
 	}
-	p, err := is.principal(tok.claims, now)
+	p, err := is.principal(tok.claims, tok.payload, now)
 	if err != nil {
 		return nil, err
 	}
@@ -368,6 +385,7 @@ type token struct {
 	signingInput  []byte // header.payload exactly as received: what was signed
 	signature     []byte
 	claims        map[string]any
+	payload       string // the claims' JSON text
 	iss           string
 }
 
@@ -446,6 +464,7 @@ func (t *token) parsePayload(p string) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return invalid("token payload must be a JSON object")
 	}
+	t.payload = string(b)
 	if t.iss, _, err = optionalString(t.claims, "iss"); err != nil || t.iss == "" {
 		return invalid("iss claim required")
 	}
@@ -607,14 +626,14 @@ func (r *rules) checkHeader(t *token) error {
 
 // principal checks the claims of a token whose signature holds (RFC 7519
 // §4.1, RFC 9068 §4) and builds the Principal.
-func (r *rules) principal(c map[string]any, now time.Time) (*Principal, error) {
+func (r *rules) principal(c map[string]any, payload string, now time.Time) (*Principal, error) {
 	if iss, _ := c["iss"].(string); iss != r.issuer {
 		return nil, invalid("issuer not trusted")
 	}
 	if _, err := r.checkTimes(c, now); err != nil {
 		return nil, err
 	}
-	p, err := claimsPrincipal(c)
+	p, err := claimsPrincipal(c, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -627,7 +646,7 @@ func (r *rules) principal(c map[string]any, now time.Time) (*Principal, error) {
 // claimsPrincipal maps a token's claims to a Principal: the rules that
 // Verify and ParseUnverified share. exp is required; a claim of the wrong
 // type refuses the token: the policy must never guess.
-func claimsPrincipal(c map[string]any) (*Principal, error) {
+func claimsPrincipal(c map[string]any, payload string) (*Principal, error) {
 	iss, _, err := optionalString(c, "iss")
 	if err != nil {
 		return nil, invalid(`claim "iss" has the wrong type`)
@@ -643,7 +662,7 @@ func claimsPrincipal(c map[string]any) (*Principal, error) {
 	if err != nil {
 		return nil, invalid(`claim "aud" has the wrong type`)
 	}
-	p := &Principal{Issuer: iss, Audience: aud, ExpiresAt: exp, Claims: c}
+	p := &Principal{Issuer: iss, Audience: aud, ExpiresAt: exp, claims: payload}
 	if err := fillIdentity(p, c); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -33,18 +34,44 @@ const (
 	tagOther // not a JSON value: written as OPA prints it
 )
 
-// keyPaths are a Reads' paths as terms, for lookups without allocation.
-type keyPaths [][]*ast.Term
+// keyPaths are a Reads' paths as terms, for lookups without allocation,
+// the token's first: tokens is how many paths start with "token".
+type keyPaths struct {
+	paths  [][]*ast.Term
+	tokens int
+}
 
-func newKeyPaths(r *Reads) keyPaths {
-	out := make(keyPaths, len(r.Paths))
-	for i, p := range r.Paths {
-		out[i] = make([]*ast.Term, len(p))
-		for j, k := range p {
-			out[i][j] = ast.StringTerm(k)
+func newKeyPaths(r *Reads) *keyPaths {
+	kp := &keyPaths{paths: make([][]*ast.Term, 0, len(r.Paths))}
+	for _, first := range []bool{true, false} {
+		for _, p := range r.Paths {
+			if (len(p) > 0 && p[0] == "token") != first {
+				continue
+			}
+			terms := make([]*ast.Term, len(p))
+			for j, k := range p {
+				terms[j] = ast.StringTerm(k)
+			}
+			kp.paths = append(kp.paths, terms)
+			if first {
+				kp.tokens++
+			}
 		}
 	}
-	return out
+	return kp
+}
+
+// KeyMemo keeps, for one verified token, the encoding of the token's
+// values at the paths an Engine's decision key reads, so that the next
+// request with the token encodes none of them. The gateway keeps one with
+// each verified token (Token.Memo); the zero value is ready.
+type KeyMemo struct {
+	p atomic.Pointer[keyMemo]
+}
+
+type keyMemo struct {
+	paths *keyPaths // whose token paths b encodes
+	b     []byte
 }
 
 var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -52,14 +79,14 @@ var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 // decisionKey is the key of input's decision: gen (the store's commit
 // count, so that new data never meets an old entry), then each path and
 // the value at it, or the whole input when whole.
-func decisionKey(gen uint64, paths keyPaths, whole bool, input ast.Value) [32]byte {
+func decisionKey(gen uint64, kp *keyPaths, whole bool, input ast.Value) [32]byte {
 	bp := keyBuffers.Get().(*[]byte)
 	b := binary.BigEndian.AppendUint64((*bp)[:0], gen)
 	if whole {
 		b = appendValue(b, input)
 	} else {
-		b = binary.AppendUvarint(b, uint64(len(paths)))
-		for _, path := range paths {
+		b = binary.AppendUvarint(b, uint64(len(kp.paths)))
+		for _, path := range kp.paths {
 			b = appendValue(b, lookup(input, path))
 		}
 	}
@@ -72,19 +99,16 @@ func decisionKey(gen uint64, paths keyPaths, whole bool, input ast.Value) [32]by
 }
 
 // inputKey is decisionKey over in, built only as far as the paths reach:
-// the same key as decisionKey(gen, paths, whole, in.Value()).
-func inputKey(gen uint64, paths keyPaths, whole bool, in *Input) [32]byte {
+// the same key as decisionKey(gen, kp, whole, in.Value()).
+func inputKey(gen uint64, kp *keyPaths, whole bool, in *Input) [32]byte {
 	bp := keyBuffers.Get().(*[]byte)
 	b := binary.BigEndian.AppendUint64((*bp)[:0], gen)
 	if whole {
 		b = appendValue(b, in.at(nil))
 	} else {
-		b = binary.AppendUvarint(b, uint64(len(paths)))
-		for _, path := range paths {
-			if tb, ok := appendTokenAt(b, &in.Token, path); ok && in.TokenValue == nil {
-				b = tb
-				continue
-			}
+		b = binary.AppendUvarint(b, uint64(len(kp.paths)))
+		b = in.appendTokenPaths(b, kp)
+		for _, path := range kp.paths[kp.tokens:] {
 			b = appendValue(b, in.at(path))
 		}
 	}
@@ -94,6 +118,40 @@ func inputKey(gen uint64, paths keyPaths, whole bool, in *Input) [32]byte {
 		keyBuffers.Put(bp)
 	}
 	return sum
+}
+
+// appendTokenPaths appends the encoding of the token's values at kp's
+// token paths: from the token's memo when it holds kp's, else from the
+// token's fields, and then kept in the memo.
+func (in *Input) appendTokenPaths(b []byte, kp *keyPaths) []byte {
+	paths := kp.paths[:kp.tokens]
+	if len(paths) == 0 {
+		return b
+	}
+	if in.TokenValue != nil {
+		for _, path := range paths {
+			b = appendValue(b, lookup(in.TokenValue, path[1:]))
+		}
+		return b
+	}
+	memo := in.Token.Memo
+	if memo != nil {
+		if m := memo.p.Load(); m != nil && m.paths == kp {
+			return append(b, m.b...)
+		}
+	}
+	start := len(b)
+	for _, path := range paths {
+		if tb, ok := appendTokenAt(b, &in.Token, path); ok {
+			b = tb
+			continue
+		}
+		b = appendValue(b, in.Token.at(path[1:]))
+	}
+	if memo != nil {
+		memo.p.Store(&keyMemo{paths: kp, b: bytes.Clone(b[start:])})
+	}
+	return b
 }
 
 // appendTokenAt appends the encoding of the token's value at path (which
@@ -121,7 +179,11 @@ func appendTokenAt(b []byte, t *Token, path []*ast.Term) ([]byte, bool) {
 	case k == "audience":
 		return appendStrings(b, t.Audience), true
 	case k == "claims":
-		var cur any = t.Claims
+		claims, err := t.claims()
+		if err != nil {
+			return b, false
+		}
+		var cur any = claims
 		for _, k := range rest {
 			m, ok := cur.(map[string]any)
 			if !ok {

@@ -257,7 +257,7 @@ func FuzzDecisionKey(f *testing.F) {
 	} {
 		f.Add(pair[0], pair[1])
 	}
-	path := keyPaths{{ast.StringTerm("v")}}
+	path := &keyPaths{paths: [][]*ast.Term{{ast.StringTerm("v")}}}
 	f.Fuzz(func(t *testing.T, a, b string) {
 		va, ok1 := fuzzValue(a)
 		vb, ok2 := fuzzValue(b)
@@ -266,7 +266,7 @@ func FuzzDecisionKey(f *testing.F) {
 		}
 		ka := decisionKey(1, path, false, va)
 		kb := decisionKey(1, path, false, vb)
-		equal := ast.Compare(lookup(va, path[0]), lookup(vb, path[0])) == 0
+		equal := ast.Compare(lookup(va, path.paths[0]), lookup(vb, path.paths[0])) == 0
 		if ka == kb && !equal {
 			t.Errorf("%s and %s share a key but OPA tells them apart", a, b)
 		}
@@ -310,6 +310,7 @@ func TestInputKeyIsTheValueKey(t *testing.T) {
 		paths = append(paths, strings.Split(p, "."))
 	}
 	kp := newKeyPaths(&Reads{Paths: paths})
+	tokenOnly := newKeyPaths(&Reads{Paths: [][]string{{"token", "subject"}, {"token", "claims", "role"}}})
 	rng := rand.New(rand.NewPCG(7, 7))
 	in := randomInput(rng)
 	for i := range 500 {
@@ -321,14 +322,33 @@ func TestInputKeyIsTheValueKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The same token as verified tokens keep it: claims as JSON, and a
+		// memo of the key's token part.
+		lazy := *in
+		b, err := json.Marshal(in.Token.Claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lazy.Token.Claims, lazy.Token.ClaimsJSON, lazy.Token.Memo = nil, string(b), new(KeyMemo)
 		for _, whole := range []bool{false, true} {
-			if inputKey(3, kp, whole, in) != decisionKey(3, kp, whole, v) {
+			want := decisionKey(3, kp, whole, v)
+			if inputKey(3, kp, whole, in) != want {
 				t.Fatalf("input %d (whole %v): the keys differ", i, whole)
 			}
+			// Twice: the second from the memo; then another engine's
+			// paths, which the memo must not answer for, then kp's again.
+			for range 2 {
+				if l := lazy; inputKey(3, kp, whole, &l) != want {
+					t.Fatalf("input %d (whole %v): with claims as JSON and a memo, the keys differ", i, whole)
+				}
+				if l := lazy; inputKey(3, tokenOnly, whole, &l) != decisionKey(3, tokenOnly, whole, v) {
+					t.Fatalf("input %d (whole %v): a memo of other paths answered", i, whole)
+				}
+			}
 		}
-		for j, p := range kp {
+		for _, p := range kp.paths {
 			if got, want := in.at(p), lookup(v, p); (got == nil) != (want == nil) || got != nil && ast.Compare(got, want) != 0 {
-				t.Fatalf("input %d: at %v = %v, the value has %v", i, paths[j], got, want)
+				t.Fatalf("input %d: at %v = %v, the value has %v", i, p, got, want)
 			}
 		}
 	}

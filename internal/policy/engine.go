@@ -43,7 +43,7 @@ type Engine struct {
 	// a pure function of it and caching is on, holds decisions by
 	// decisionKey over keyPaths. A new Engine starts a new cache.
 	reads    *Reads
-	keyPaths keyPaths
+	keyPaths *keyPaths
 	cache    *lru.Cache[[32]byte, Decision]
 }
 

@@ -7,7 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -352,7 +352,7 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 		// Without the decision cache every request evaluates: the
 		// token's part of the input is built once per token and kept.
 		var err error
-		if tokValue, err = view.astValue(); err != nil {
+		if tokValue, err = view.astValue(p); err != nil {
 			return nil, &policy.Error{Msg: "token claims", Err: err}
 		}
 	}
@@ -377,13 +377,15 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 // need.
 type tokenView struct {
 	memo  policy.KeyMemo
-	p     *authn.Principal
-	once  sync.Once
-	value ast.Value
-	err   error
+	value atomic.Pointer[tokenValue]
 }
 
-func newTokenView(p *authn.Principal) *tokenView { return &tokenView{p: p} }
+type tokenValue struct {
+	v   ast.Value
+	err error
+}
+
+func newTokenView(*authn.Principal) *tokenView { return new(tokenView) }
 
 // tokenOf is the policy's view of a verified token; it shares the
 // principal's slices, and its claims are the principal's JSON text,
@@ -395,10 +397,15 @@ func tokenOf(p *authn.Principal) policy.Token {
 	}
 }
 
-func (v *tokenView) astValue() (ast.Value, error) {
-	v.once.Do(func() {
-		t := tokenOf(v.p)
-		v.value, v.err = t.Value()
-	})
-	return v.value, v.err
+// astValue is p's token as an OPA value, built on first need; concurrent
+// first callers may each build it.
+func (v *tokenView) astValue(p *authn.Principal) (ast.Value, error) {
+	if tv := v.value.Load(); tv != nil {
+		return tv.v, tv.err
+	}
+	t := tokenOf(p)
+	tv := &tokenValue{}
+	tv.v, tv.err = t.Value()
+	v.value.CompareAndSwap(nil, tv)
+	return tv.v, tv.err
 }

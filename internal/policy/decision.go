@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -35,11 +36,13 @@ type Decision struct {
 
 	// Raw is the policy's value, before decoding and checks: what the
 	// decision log records as the result (see Result). Nil when undefined,
-	// and in a decision from the decision cache, which keeps the value as
-	// JSON, a tenth of the memory.
+	// and in a decision from the decision cache, which keeps no OPA value
+	// (see compact).
 	Raw ast.Value `json:"-"`
-	// rawJSON is Raw as the decision cache keeps it.
+	// rawJSON is Raw as the decision cache keeps it, unless typed: the
+	// fields stand for all of it.
 	rawJSON []byte
+	typed   bool
 }
 
 // Header is one header a decision sets. It is an unnamed struct type, so
@@ -100,7 +103,8 @@ func HeadersOf(m map[string]string) Headers {
 }
 
 // Result is the policy's value as a JSON tree (numbers as json.Number),
-// as the decision log records it; false when there is none.
+// as the decision log records it; false when there is none. The tree is
+// the caller's to change.
 func (d *Decision) Result() (any, bool) {
 	switch {
 	case d.Raw != nil:
@@ -111,14 +115,75 @@ func (d *Decision) Result() (any, bool) {
 		dec.UseNumber()
 		var v any
 		return v, dec.Decode(&v) == nil
+	case d.typed:
+		return d.typedResult(), true
 	}
 	return nil, false
 }
 
-// compact is d as the decision cache keeps it: its value as JSON text
-// rather than an OPA value.
+// typedResult is the value d's fields stand for, as a fresh JSON tree:
+// the policy's own value whenever it held nothing else (see compact).
+func (d *Decision) typedResult() map[string]any {
+	m := map[string]any{"allow": d.Allow}
+	if d.Audience != "" {
+		m["audience"] = d.Audience
+	}
+	if d.Scopes != nil {
+		scopes := make([]any, len(d.Scopes))
+		for i, s := range d.Scopes {
+			scopes[i] = s
+		}
+		m["scopes"] = scopes
+	}
+	for key, h := range map[string]Headers{"headers": d.Headers, "response_headers": d.ResponseHeaders} {
+		if h != nil {
+			obj := make(map[string]any, len(h))
+			for _, e := range h {
+				obj[e.Name] = e.Value
+			}
+			m[key] = obj
+		}
+	}
+	if d.Claims != nil {
+		m["claims"] = copyJSON(d.Claims)
+	}
+	if d.Status != 0 {
+		m["status"] = json.Number(strconv.Itoa(d.Status))
+	}
+	if d.Reason != "" {
+		m["reason"] = d.Reason
+	}
+	return m
+}
+
+// copyJSON is a deep copy of a JSON tree.
+func copyJSON(x any) any {
+	switch v := x.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = copyJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = copyJSON(e)
+		}
+		return out
+	}
+	return x
+}
+
+// compact is d as the decision cache keeps it: without its OPA value,
+// which its fields stand for when the policy's value held nothing else
+// (numbers compared as written), else kept as JSON text.
 func (d Decision) compact() Decision {
 	if d.Raw == nil {
+		return d
+	}
+	if v, err := ast.InterfaceToValue(d.typedResult()); err == nil && bytes.Equal(appendValue(nil, v), appendValue(nil, d.Raw)) {
+		d.Raw, d.typed = nil, true
 		return d
 	}
 	if v, err := ast.JSON(d.Raw); err == nil {

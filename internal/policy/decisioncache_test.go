@@ -353,3 +353,50 @@ func TestInputKeyIsTheValueKey(t *testing.T) {
 		}
 	}
 }
+
+// TestCompactKeepsTheResult: a cached decision's result is the policy's
+// value, number text and all, whether its fields stand for it or it is
+// kept as JSON; and the result handed out is the caller's to change.
+func TestCompactKeepsTheResult(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		typed bool
+	}{
+		{`{"allow": true, "audience": "a", "scopes": ["s"], "headers": {"X-A": "1"}}`, true},
+		{`{"allow": true, "audience": "a", "claims": {"n": 1.50, "o": {"x": [1, "y"]}}, "response_headers": {"X-T": "g"}}`, true},
+		{`{"allow": false, "status": 404, "reason": "no"}`, true},
+		{`{"allow": false}`, true},
+		{`{"allow": true, "audience": "a", "extra": 1}`, false},
+		{`{"allow": false, "status": 403.0, "reason": "r"}`, false},
+		{`{"allow": "yes"}`, false},
+		{`{"audience": "a"}`, false},
+		{`{"allow": true, "audience": "a", "scopes": []}`, true},
+		{`{"allow": true, "audience": ""}`, false},
+	} {
+		v := ast.MustParseTerm(c.value).Value
+		d, err := decode(v)
+		if err != nil {
+			t.Fatalf("%s: %v", c.value, err)
+		}
+		d.Raw = v
+		want, _ := ast.JSON(v)
+		wantJSON, _ := json.Marshal(want)
+		kept := d.compact()
+		if kept.Raw != nil || kept.typed != c.typed {
+			t.Errorf("%s: typed %v, want %v", c.value, kept.typed, c.typed)
+		}
+		for range 2 {
+			got, ok := kept.Result()
+			gotJSON, _ := json.Marshal(got)
+			if !ok || string(gotJSON) != string(wantJSON) {
+				t.Fatalf("%s: result %s, want %s", c.value, gotJSON, wantJSON)
+			}
+			if m, ok := got.(map[string]any); ok { // the caller changes its copy
+				if claims, ok := m["claims"].(map[string]any); ok {
+					claims["o"].(map[string]any)["x"] = "changed"
+				}
+				m["allow"] = "changed"
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -12,7 +13,8 @@ import (
 )
 
 // claimsPolicy reads the claims whole (object.get), nested claims, numbers,
-// a header and the path; its decisions differ with each of them.
+// a header, a path segment and the query; its decisions differ with each
+// of them.
 const claimsPolicy = `
 default decision := {"allow": false, "reason": "no rule matched"}
 
@@ -27,7 +29,7 @@ decision := {
 } if {
 	input.token.claims.level >= 1
 	input.token.claims.org.tier == input.request.headers["x-tier"]
-} else := {"allow": false, "status": 404, "reason": sprintf("level %v on %s", [input.token.claims.level, input.request.path])} if {
+} else := {"allow": false, "status": 404, "reason": sprintf("level %v on %s %v", [input.token.claims.level, input.request.segments[1], object.get(input.request.query, "q", [])])} if {
 	input.token.claims.level < 1
 }
 `
@@ -60,9 +62,10 @@ func TestDecisionCacheAgreesWithEvaluation(t *testing.T) {
 		}
 		callers = append(callers, c)
 	}
+	reasons := ""
 	for i := range 600 {
 		c := callers[rng.IntN(len(callers))]
-		path := "/orders/" + strconv.Itoa(rng.IntN(3))
+		path := "/orders/" + strconv.Itoa(rng.IntN(3)) + []string{"", "?q=1", "?q=1&q=2", "?r=1"}[rng.IntN(4)]
 		hdr := http.Header{}
 		if tier := []string{"gold", "silver", "GOLD", ""}[rng.IntN(4)]; tier != "" {
 			hdr.Set("X-Tier", tier)
@@ -72,17 +75,24 @@ func TestDecisionCacheAgreesWithEvaluation(t *testing.T) {
 			e := envs[on]
 			before := len(e.upstream.requests())
 			resp := e.do(t, "GET", path, c.tokens[on], hdr, "")
-			got[j] = strconv.Itoa(resp.StatusCode)
+			body, _ := io.ReadAll(resp.Body)
+			got[j] = strconv.Itoa(resp.StatusCode) + " " + strings.ReplaceAll(string(body), resp.Header.Get("X-Request-Id"), "")
 			if reqs := e.upstream.requests(); len(reqs) > before {
 				r := reqs[len(reqs)-1]
 				got[j] += " " + r.Header.Get("X-Level") + " " + r.Header.Get("X-Org") + " " + r.Header.Get("X-Sub")
 			}
+		}
+		if strings.HasPrefix(got[1], "404") {
+			reasons += got[1] + "\n"
 		}
 		if got[0] != got[1] {
 			t.Fatalf("request %d (%s, x-tier %q): cached %q, evaluated %q", i, path, hdr.Get("X-Tier"), got[0], got[1])
 		}
 	}
 	m := regexp.MustCompile(`audgate_decision_cache_requests_total\{result="hit"\} (\d+)`).FindStringSubmatch(metricsText(t, envs[true]))
+	if !strings.Contains(reasons, `[\"1\", \"2\"]`) || !strings.Contains(reasons, " on 2 ") {
+		t.Errorf("no deny reason read the query and a segment:\n%s", reasons)
+	}
 	if m == nil || m[1] == "0" {
 		t.Fatalf("the decision cache was never hit: %v\n%s", m, metricsText(t, envs[true]))
 	}

@@ -221,6 +221,11 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			return err
 		}
 		v, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
+		if dry != nil || g.policy.LogsDecisions() {
+			cl.input.Request.Complete() // the input is shown or logged whole
+		} else {
+			cl.input.Request.Fill = nil // nothing reads it after this
+		}
 		d := v.decision
 		if dry != nil {
 			dry.input, dry.decision, dry.decided = cl.input, d, v.decided
@@ -336,10 +341,6 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 		scheme = "https"
 	}
 	path := r.URL.Path
-	var segments []string
-	if trimmed := strings.Trim(path, "/"); trimmed != "" {
-		segments = strings.Split(trimmed, "/")
-	}
 	token := tokenOf(p)
 	view := g.tokenViews.Get(p)
 	var tokValue ast.Value
@@ -359,9 +360,16 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 	u := rt.upstream
 	return &policy.Input{
 		Request: policy.Request{
-			Method: r.Method, Path: path, Segments: segments, Query: r.URL.Query(),
-			Headers: inputHeaders(r.Header), Host: r.Host, RemoteIP: peer,
+			Method: r.Method, Path: path, Host: r.Host, RemoteIP: peer,
 			Scheme: scheme, Protocol: r.Proto, ClientIP: client, TLS: tlsInput(r.TLS),
+			// Built only if the policy reads them; handle completes the
+			// input before forward, which changes r.
+			Fill: func(in *policy.Request) {
+				if trimmed := strings.Trim(path, "/"); trimmed != "" {
+					in.Segments = strings.Split(trimmed, "/")
+				}
+				in.Query, in.Headers = r.URL.Query(), inputHeaders(r.Header)
+			},
 		},
 		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
 		Upstream:      u.input,

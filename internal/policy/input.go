@@ -48,6 +48,21 @@ type Request struct {
 	ClientIP string `json:"client_ip,omitempty"`
 	// TLS describes the caller's TLS session; nil on plain HTTP.
 	TLS *TLS `json:"tls,omitempty"`
+
+	// Fill, when set, sets Segments, Query and Headers, left empty until
+	// something reads one of them: it is called once, on the first such
+	// read, so that a decision served from the cache by a policy that
+	// reads none of them builds none of them. Call Complete before the
+	// request it reads from changes or is gone.
+	Fill func(*Request) `json:"-"`
+}
+
+// Complete calls Fill, if it has not been called yet.
+func (r *Request) Complete() {
+	if f := r.Fill; f != nil {
+		r.Fill = nil
+		f(r)
+	}
 }
 
 // TLS is the caller's TLS session.
@@ -289,8 +304,10 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 	case "client_ip":
 		return str(r.ClientIP, true)
 	case "segments":
+		r.Complete()
 		return lookup(stringArray(r.Segments), path[1:])
 	case "query":
+		r.Complete()
 		if len(path) > 1 {
 			k, _ := path[1].Value.(ast.String)
 			vs, ok := r.Query[string(k)]
@@ -301,6 +318,7 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 		}
 		return r.queryValue()
 	case "headers":
+		r.Complete()
 		if len(path) > 1 {
 			k, _ := path[1].Value.(ast.String)
 			v, ok := r.Headers[string(k)]
@@ -320,6 +338,7 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 }
 
 func (r *Request) queryValue() ast.Value {
+	r.Complete()
 	query := ast.NewObject()
 	for k, vs := range r.Query {
 		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
@@ -328,6 +347,7 @@ func (r *Request) queryValue() ast.Value {
 }
 
 func (r *Request) value() ast.Value {
+	r.Complete()
 	query := r.queryValue()
 	obj := ast.NewObject(
 		item("method", ast.String(r.Method)),
@@ -463,6 +483,7 @@ func (in Input) MarshalJSON() ([]byte, error) { return json.Marshal(in.JSONMap()
 // fresh but for token claims, which are shared with the verified token:
 // callers must not modify them in place.
 func (in *Input) JSONMap() map[string]any {
+	in.Request.Complete()
 	strs := func(ss []string) []any {
 		out := make([]any, len(ss))
 		for i, s := range ss {

@@ -13,7 +13,7 @@ import (
 )
 
 // claimsPolicy reads the claims whole (object.get), nested claims, numbers,
-// a header, a path segment and the query; its decisions differ with each
+// a header, a path segment, a route parameter and the query; its decisions differ with each
 // of them.
 const claimsPolicy = `
 default decision := {"allow": false, "reason": "no rule matched"}
@@ -29,7 +29,7 @@ decision := {
 } if {
 	input.token.claims.level >= 1
 	input.token.claims.org.tier == input.request.headers["x-tier"]
-} else := {"allow": false, "status": 404, "reason": sprintf("level %v on %s %v", [input.token.claims.level, input.request.segments[1], object.get(input.request.query, "q", [])])} if {
+} else := {"allow": false, "status": 404, "reason": sprintf("level %v on %s %s %v", [input.token.claims.level, input.request.segments[1], input.route.params.id, object.get(input.request.query, "q", [])])} if {
 	input.token.claims.level < 1
 }
 `
@@ -90,7 +90,7 @@ func TestDecisionCacheAgreesWithEvaluation(t *testing.T) {
 		}
 	}
 	m := regexp.MustCompile(`audgate_decision_cache_requests_total\{result="hit"\} (\d+)`).FindStringSubmatch(metricsText(t, envs[true]))
-	if !strings.Contains(reasons, `[\"1\", \"2\"]`) || !strings.Contains(reasons, " on 2 ") {
+	if !strings.Contains(reasons, `[\"1\", \"2\"]`) || !strings.Contains(reasons, " on 2 2 ") {
 		t.Errorf("no deny reason read the query and a segment:\n%s", reasons)
 	}
 	if m == nil || m[1] == "0" {

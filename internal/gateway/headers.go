@@ -11,14 +11,20 @@ import (
 // Names are compared case-insensitively; '*' matches any run of characters.
 type headerMatcher struct {
 	exact    map[string]bool // canonical names
-	patterns []string        // lower-case globs
+	patterns []glob
 }
+
+// glob is a pattern whose only metacharacter is '*', split at each '*'
+// once, lower-case.
+type glob []string
+
+func newGlob(pattern string) glob { return strings.Split(strings.ToLower(pattern), "*") }
 
 func newHeaderMatcher(globs []string) *headerMatcher {
 	m := &headerMatcher{exact: map[string]bool{}}
 	for _, g := range globs {
 		if strings.Contains(g, "*") {
-			m.patterns = append(m.patterns, strings.ToLower(g))
+			m.patterns = append(m.patterns, newGlob(g))
 		} else {
 			m.exact[http.CanonicalHeaderKey(g)] = true
 		}
@@ -37,32 +43,43 @@ func (m *headerMatcher) strip(h http.Header) {
 
 func (m *headerMatcher) matchPattern(name string) bool {
 	for _, p := range m.patterns {
-		if globFold(p, name) {
+		if p.matchFold(name) {
 			return true
 		}
 	}
 	return false
 }
 
-// globFold matches s case-insensitively against a lower-case pattern whose
-// only metacharacter is '*'. Header names are ASCII, so EqualFold on
-// slices is exact, and the common prefix/suffix patterns allocate nothing.
-func globFold(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	first, last := parts[0], parts[len(parts)-1]
+// matchFold matches s case-insensitively. Header names are ASCII, so
+// EqualFold on slices is exact, and nothing is allocated.
+func (g glob) matchFold(s string) bool {
+	first, last := g[0], g[len(g)-1]
+	if len(g) == 1 {
+		return strings.EqualFold(s, first)
+	}
 	if len(s) < len(first)+len(last) || !strings.EqualFold(s[:len(first)], first) ||
 		!strings.EqualFold(s[len(s)-len(last):], last) {
 		return false
 	}
-	s = strings.ToLower(s[len(first) : len(s)-len(last)])
-	for _, part := range parts[1 : len(parts)-1] {
-		idx := strings.Index(s, part)
+	s = s[len(first) : len(s)-len(last)]
+	for _, part := range g[1 : len(g)-1] {
+		idx := indexFold(s, part)
 		if idx < 0 {
 			return false
 		}
 		s = s[idx+len(part):]
 	}
 	return true
+}
+
+// indexFold is strings.Index, case-insensitive for ASCII.
+func indexFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
 }
 
 var (

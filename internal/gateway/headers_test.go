@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestGlobFold(t *testing.T) {
+func TestGlobMatchFold(t *testing.T) {
 	tests := []struct {
 		pattern, name string
 		want          bool
@@ -21,11 +21,18 @@ func TestGlobFold(t *testing.T) {
 		{"x-*-*-id", "X-A-B-Id", true},
 		{"x-*-*-id", "X-A-Id", false},
 		{"*", "Anything", true},
+		{"x-*-ID-*", "x-a-id-b", true},
+		{"x-*-id-*", "X-A-B", false},
+		{"x-*-*-id", "X-AB-Id", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern+" "+tc.name, func(t *testing.T) {
-			if got := globFold(tc.pattern, tc.name); got != tc.want {
-				t.Errorf("globFold(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+			g := newGlob(tc.pattern)
+			if got := g.matchFold(tc.name); got != tc.want {
+				t.Errorf("%q matches %q: %v, want %v", tc.pattern, tc.name, got, tc.want)
+			}
+			if n := testing.AllocsPerRun(10, func() { g.matchFold(tc.name) }); n != 0 {
+				t.Errorf("%q against %q: %v allocations", tc.pattern, tc.name, n)
 			}
 		})
 	}

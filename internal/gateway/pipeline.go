@@ -222,9 +222,9 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 		}
 		v, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
 		if dry != nil || g.policy.LogsDecisions() {
-			cl.input.Request.Complete() // the input is shown or logged whole
+			cl.input.Complete() // the input is shown or logged whole
 		} else {
-			cl.input.Request.Fill = nil // nothing reads it after this
+			cl.input.Fill = nil // nothing reads it after this
 		}
 		d := v.decision
 		if dry != nil {
@@ -324,13 +324,6 @@ func errString(err error) string {
 // it, the route, the upstream and the caller's token.
 func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.Input, error) {
 	r := c.Request()
-	names, values := c.ParamNames(), c.ParamValues()
-	params := make(map[string]string, len(names))
-	for i, n := range names {
-		if i < len(values) {
-			params[n] = values[i]
-		}
-	}
 	peer := peerIP(r)
 	client := peer
 	if cl, ok := c.Get(callerKey).(caller); ok {
@@ -362,20 +355,27 @@ func (g *Gateway) input(c echo.Context, rt *route, p *authn.Principal) (*policy.
 		Request: policy.Request{
 			Method: r.Method, Path: path, Host: r.Host, RemoteIP: peer,
 			Scheme: scheme, Protocol: r.Proto, ClientIP: client, TLS: tlsInput(r.TLS),
-			// Built only if the policy reads them; handle completes the
-			// input before forward, which changes r.
-			Fill: func(in *policy.Request) {
-				if trimmed := strings.Trim(path, "/"); trimmed != "" {
-					in.Segments = strings.Split(trimmed, "/")
-				}
-				in.Query, in.Headers = r.URL.Query(), inputHeaders(r.Header)
-			},
 		},
-		Route:         policy.Route{Path: rt.path, Params: params, Upstream: u.name},
+		Route:         policy.Route{Path: rt.path, Upstream: u.name},
 		Upstream:      u.input,
 		UpstreamValue: u.inputValue,
 		Token:         token,
 		TokenValue:    tokValue,
+		// Built only if the policy reads them; handle completes the input
+		// before forward, which changes r, and before echo reuses c.
+		Fill: func(in *policy.Input) {
+			if trimmed := strings.Trim(path, "/"); trimmed != "" {
+				in.Request.Segments = strings.Split(trimmed, "/")
+			}
+			in.Request.Query, in.Request.Headers = r.URL.Query(), inputHeaders(r.Header)
+			names, values := c.ParamNames(), c.ParamValues()
+			in.Route.Params = make(map[string]string, len(names))
+			for i, n := range names {
+				if i < len(values) {
+					in.Route.Params[n] = values[i]
+				}
+			}
+		},
 	}, nil
 }
 

@@ -400,3 +400,47 @@ func TestCompactKeepsTheResult(t *testing.T) {
 		}
 	}
 }
+
+// TestFillOnFirstRead: the parts Fill sets are built on the first read of
+// any of them, once, and not for a read of anything else.
+func TestFillOnFirstRead(t *testing.T) {
+	want := sampleInput()
+	calls := 0
+	lazy := *want
+	lazy.Request.Segments, lazy.Request.Query, lazy.Request.Headers, lazy.Route.Params = nil, nil, nil, nil
+	lazy.Fill = func(in *Input) {
+		calls++
+		in.Request.Segments, in.Request.Query, in.Request.Headers = want.Request.Segments, want.Request.Query, want.Request.Headers
+		in.Route.Params = want.Route.Params
+	}
+	path := func(p string) []*ast.Term {
+		var out []*ast.Term
+		for _, k := range strings.Split(p, ".") {
+			out = append(out, ast.StringTerm(k))
+		}
+		return out
+	}
+	for _, p := range []string{"request.method", "request.path", "route.path", "token.subject", "upstream.name"} {
+		lazy.at(path(p))
+	}
+	if calls != 0 {
+		t.Fatalf("Fill ran %d times for reads of what it does not set", calls)
+	}
+	wv, _ := want.Value()
+	for _, p := range []string{"request.headers", "route.params", "request.query", "request.segments", "request", "route"} {
+		l := lazy
+		calls = 0
+		if got, exp := l.at(path(p)), lookup(wv, path(p)); ast.Compare(got, exp) != 0 || calls != 1 {
+			t.Errorf("%s: %v after %d fills, want %v after one", p, got, calls, exp)
+		}
+		l.at(path(p))
+		if calls != 1 {
+			t.Errorf("%s: Fill ran %d times", p, calls)
+		}
+	}
+	l := lazy
+	calls = 0
+	if v, err := l.Value(); err != nil || ast.Compare(v, wv) != 0 || calls != 1 {
+		t.Errorf("Value after %d fills: %v, %v", calls, v, err)
+	}
+}

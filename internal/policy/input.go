@@ -24,6 +24,34 @@ type Input struct {
 	TokenValue ast.Value `json:"-"`
 	// UpstreamValue, when set, is Upstream.Value() computed at start-up.
 	UpstreamValue ast.Value `json:"-"`
+
+	// Fill, when set, sets Request.Segments, Request.Query,
+	// Request.Headers and Route.Params, left empty until something reads
+	// one of them: it is called once, on the first such read, so that a
+	// decision served from the cache by a policy that reads none of them
+	// builds none of them. Call Complete before what Fill reads from
+	// changes or is gone.
+	Fill func(*Input) `json:"-"`
+}
+
+// Complete calls Fill, if it has not been called yet.
+func (in *Input) Complete() {
+	if f := in.Fill; f != nil {
+		in.Fill = nil
+		f(in)
+	}
+}
+
+// filled says whether the input part at path is one that Fill sets.
+func filled(path []*ast.Term) bool {
+	if len(path) < 2 {
+		return true // the whole input, request or route
+	}
+	switch k, _ := path[1].Value.(ast.String); k {
+	case "segments", "query", "headers", "params":
+		return true
+	}
+	return false
 }
 
 // Request describes the inbound HTTP request.
@@ -48,21 +76,6 @@ type Request struct {
 	ClientIP string `json:"client_ip,omitempty"`
 	// TLS describes the caller's TLS session; nil on plain HTTP.
 	TLS *TLS `json:"tls,omitempty"`
-
-	// Fill, when set, sets Segments, Query and Headers, left empty until
-	// something reads one of them: it is called once, on the first such
-	// read, so that a decision served from the cache by a policy that
-	// reads none of them builds none of them. Call Complete before the
-	// request it reads from changes or is gone.
-	Fill func(*Request) `json:"-"`
-}
-
-// Complete calls Fill, if it has not been called yet.
-func (r *Request) Complete() {
-	if f := r.Fill; f != nil {
-		r.Fill = nil
-		f(r)
-	}
 }
 
 // TLS is the caller's TLS session.
@@ -141,6 +154,7 @@ func (t *Token) claims() (map[string]any, error) {
 
 // Value returns the input as an OPA value.
 func (in *Input) Value() (ast.Value, error) {
+	in.Complete()
 	tok := in.TokenValue
 	if tok == nil {
 		var err error
@@ -187,6 +201,9 @@ func (in *Input) at(path []*ast.Term) ast.Value {
 	}
 	key, _ := path[0].Value.(ast.String)
 	rest := path[1:]
+	if (key == "request" || key == "route") && filled(path) {
+		in.Complete()
+	}
 	switch key {
 	case "request":
 		return in.Request.at(rest)
@@ -304,10 +321,8 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 	case "client_ip":
 		return str(r.ClientIP, true)
 	case "segments":
-		r.Complete()
 		return lookup(stringArray(r.Segments), path[1:])
 	case "query":
-		r.Complete()
 		if len(path) > 1 {
 			k, _ := path[1].Value.(ast.String)
 			vs, ok := r.Query[string(k)]
@@ -318,7 +333,6 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 		}
 		return r.queryValue()
 	case "headers":
-		r.Complete()
 		if len(path) > 1 {
 			k, _ := path[1].Value.(ast.String)
 			v, ok := r.Headers[string(k)]
@@ -338,7 +352,6 @@ func (r *Request) at(path []*ast.Term) ast.Value {
 }
 
 func (r *Request) queryValue() ast.Value {
-	r.Complete()
 	query := ast.NewObject()
 	for k, vs := range r.Query {
 		query.Insert(ast.StringTerm(k), ast.NewTerm(stringArray(vs)))
@@ -347,7 +360,6 @@ func (r *Request) queryValue() ast.Value {
 }
 
 func (r *Request) value() ast.Value {
-	r.Complete()
 	query := r.queryValue()
 	obj := ast.NewObject(
 		item("method", ast.String(r.Method)),
@@ -483,7 +495,7 @@ func (in Input) MarshalJSON() ([]byte, error) { return json.Marshal(in.JSONMap()
 // fresh but for token claims, which are shared with the verified token:
 // callers must not modify them in place.
 func (in *Input) JSONMap() map[string]any {
-	in.Request.Complete()
+	in.Complete()
 	strs := func(ss []string) []any {
 		out := make([]any, len(ss))
 		for i, s := range ss {

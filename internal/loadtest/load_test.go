@@ -428,10 +428,21 @@ routes: [{path: /orders/*, upstream: orders}]
 		misses := gw.metric(t, `audgate_decision_cache_requests_total{result="miss"}`) - miss0
 		pr, ar := median(rps["plain"]), median(rps["audgate"])
 		pc, ac := median(cpu["plain"]), median(cpu["audgate"])
+		// Each round's two runs are back to back, so their ratio is
+		// steadier than the ratio of medians on a machine whose speed
+		// drifts.
+		var rr, cr []float64
+		for i := range rounds {
+			rr = append(rr, rps["audgate"][i]/rps["plain"][i])
+			cr = append(cr, float64(cpu["audgate"][i])/float64(cpu["plain"][i]))
+		}
 		live, goal, gogc, mapped := gw.memory(t)
-		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; decision cache hit rate %.1f%%; audgate's resident set %d MiB, live heap %d MiB, heap goal %d MiB at GOGC %d, mapped %d MiB",
-			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc), 100*hits/max(hits+misses, 1), gw.rss(t)>>20,
-			live, goal, gogc, mapped)
+		t.Logf("%s: plain %.0f req/s %.1f µs CPU/req; audgate %.0f req/s %.1f µs CPU/req; audgate/plain throughput %.2fx, CPU per request %.2fx; "+
+			"per round: throughput %.2fx (%.2f–%.2f), CPU per request %.2fx (%.2f–%.2f); decision cache hit rate %.1f%%; "+
+			"audgate's resident set %d MiB, live heap %d MiB, heap goal %d MiB at GOGC %d, mapped %d MiB",
+			w.name, pr, us(pc), ar, us(ac), ar/pr, float64(ac)/float64(pc),
+			median(rr), slices.Min(rr), slices.Max(rr), median(cr), slices.Min(cr), slices.Max(cr),
+			100*hits/max(hits+misses, 1), gw.rss(t)>>20, live, goal, gogc, mapped)
 	}
 }
 

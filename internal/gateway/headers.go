@@ -115,16 +115,9 @@ func bearer(r *http.Request) (string, error) {
 
 // isB64Token reports whether s is an RFC 6750 b64token.
 func isB64Token(s string) bool {
-	if s == "" {
-		return false
-	}
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
-			break
-		}
+	for i < len(s) && b64tokenChar[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false
@@ -136,6 +129,15 @@ func isB64Token(s string) bool {
 	}
 	return true
 }
+
+// b64tokenChar holds the characters of a b64token before its '='s.
+var b64tokenChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+	}
+	return t
+}()
 
 // inputHeaders returns the request headers as the policy sees them:
 // lower-case names, repeated values joined with ", ", and neither

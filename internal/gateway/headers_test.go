@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"math/rand/v2"
 	"net/http"
+	"regexp"
 	"testing"
 )
 
@@ -101,5 +103,26 @@ func TestRepeatedHeadersOneLine(t *testing.T) {
 	}
 	if v := got.Values("Cookie"); len(v) != 1 || v[0] != "s=1; t=2" || got.Get("X-Seen-Cookie") != "s=1; t=2" {
 		t.Errorf("Cookie: upstream %q, policy saw %q", v, got.Get("X-Seen-Cookie"))
+	}
+}
+
+// TestIsB64Token checks the table against RFC 6750's grammar, written as
+// a regular expression, over fixed and random strings.
+func TestIsB64Token(t *testing.T) {
+	grammar := regexp.MustCompile(`^[A-Za-z0-9\-._~+/]+=*$`)
+	cases := []string{"", "=", "abc", "abc=", "abc==", "abc=d", "a b", "ä", "-._~+/", "a.b.c", "a,b", "a\x00"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := "aZ09-._~+/= ,;\"\\\x00\x7f\xff"
+	for range 5000 {
+		b := make([]byte, rng.IntN(6))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		if got, want := isB64Token(s), grammar.MatchString(s); got != want {
+			t.Errorf("isB64Token(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

@@ -109,6 +109,10 @@ func inputKey(gen uint64, kp *keyPaths, whole bool, in *Input) [32]byte {
 		b = binary.AppendUvarint(b, uint64(len(kp.paths)))
 		b = in.appendTokenPaths(b, kp)
 		for _, path := range kp.paths[kp.tokens:] {
+			if rb, ok := appendRequestAt(b, &in.Request, path); ok {
+				b = rb
+				continue
+			}
 			b = appendValue(b, in.at(path))
 		}
 	}
@@ -152,6 +156,39 @@ func (in *Input) appendTokenPaths(b []byte, kp *keyPaths) []byte {
 		memo.p.Store(&keyMemo{paths: kp, b: bytes.Clone(b[start:])})
 	}
 	return b
+}
+
+// appendRequestAt appends the encoding of one of the request's strings at
+// path, as appendValue would write in.at(path), without boxing it; false
+// for any other path.
+func appendRequestAt(b []byte, r *Request, path []*ast.Term) ([]byte, bool) {
+	if len(path) != 2 || path[0].Value.Compare(ast.String("request")) != 0 {
+		return b, false
+	}
+	var s string
+	optional := false
+	switch k, _ := path[1].Value.(ast.String); k {
+	case "method":
+		s = r.Method
+	case "path":
+		s = r.Path
+	case "host":
+		s = r.Host
+	case "remote_ip":
+		s = r.RemoteIP
+	case "scheme":
+		s, optional = r.Scheme, true
+	case "protocol":
+		s, optional = r.Protocol, true
+	case "client_ip":
+		s, optional = r.ClientIP, true
+	default:
+		return b, false
+	}
+	if optional && s == "" {
+		return append(b, tagAbsent), true
+	}
+	return appendBytes(append(b, tagString), s), true
 }
 
 // appendTokenAt appends the encoding of the token's value at path (which

@@ -31,8 +31,24 @@ func (o *Observer) Registry() *prometheus.Registry { return o.metrics.Registry }
 // Request records one request: the route pattern that matched ("" for
 // none), its upstream ("" for none), the status sent and how long it took.
 func (o *Observer) Request(route, upstream string, status int, d time.Duration) {
-	o.metrics.Requests.WithLabelValues(route, upstream, strconv.Itoa(status)).Inc()
+	o.metrics.Requests.WithLabelValues(route, upstream, statusLabel(status)).Inc()
 	o.metrics.Duration.WithLabelValues(route, upstream).Observe(d.Seconds())
+}
+
+// statusLabels are the status codes' labels, made once.
+var statusLabels = func() []string {
+	l := make([]string, 600)
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+func statusLabel(status int) string {
+	if status >= 0 && status < len(statusLabels) {
+		return statusLabels[status]
+	}
+	return strconv.Itoa(status)
 }
 
 // DecisionResult is what a policy evaluation ended in.

@@ -121,8 +121,9 @@ func (d *Decision) Result() (any, bool) {
 	return nil, false
 }
 
-// typedResult is the value d's fields stand for, as a fresh JSON tree:
-// the policy's own value whenever it held nothing else (see compact).
+// typedResult is the value d's fields but Claims stand for, as a fresh
+// JSON tree: the policy's own value whenever it held nothing else (see
+// compact).
 func (d *Decision) typedResult() map[string]any {
 	m := map[string]any{"allow": d.Allow}
 	if d.Audience != "" {
@@ -144,9 +145,6 @@ func (d *Decision) typedResult() map[string]any {
 			m[key] = obj
 		}
 	}
-	if d.Claims != nil {
-		m["claims"] = copyJSON(d.Claims)
-	}
 	if d.Status != 0 {
 		m["status"] = json.Number(strconv.Itoa(d.Status))
 	}
@@ -156,33 +154,14 @@ func (d *Decision) typedResult() map[string]any {
 	return m
 }
 
-// copyJSON is a deep copy of a JSON tree.
-func copyJSON(x any) any {
-	switch v := x.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[k] = copyJSON(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = copyJSON(e)
-		}
-		return out
-	}
-	return x
-}
-
 // compact is d as the decision cache keeps it: without its OPA value,
 // which its fields stand for when the policy's value held nothing else
-// (numbers compared as written), else kept as JSON text.
+// (see typedStandsFor), else kept as JSON text.
 func (d Decision) compact() Decision {
 	if d.Raw == nil {
 		return d
 	}
-	if v, err := ast.InterfaceToValue(d.typedResult()); err == nil && bytes.Equal(appendValue(nil, v), appendValue(nil, d.Raw)) {
+	if obj, ok := d.Raw.(ast.Object); ok && d.typedStandsFor(obj) {
 		d.Raw, d.typed = nil, true
 		return d
 	}
@@ -192,6 +171,33 @@ func (d Decision) compact() Decision {
 		}
 	}
 	return d
+}
+
+// typedStandsFor says whether typedResult is exactly obj, d's decoded
+// value, numbers' text included: obj holds a boolean allow and, beside it,
+// only fields that decode read without loss. decode has already checked
+// the types of scopes and headers. A decision with claims keeps its text,
+// as claims are any JSON.
+func (d *Decision) typedStandsFor(obj ast.Object) bool {
+	if _, ok := field(obj, "allow").(ast.Boolean); !ok {
+		return false
+	}
+	ok := true
+	obj.Foreach(func(k, v *ast.Term) {
+		name, _ := k.Value.(ast.String)
+		switch name {
+		case "allow", "scopes", "headers", "response_headers":
+		case "audience", "reason":
+			s, _ := v.Value.(ast.String)
+			ok = ok && s != ""
+		case "status":
+			n, _ := v.Value.(ast.Number)
+			ok = ok && d.Status != 0 && string(n) == strconv.Itoa(d.Status)
+		default:
+			ok = false
+		}
+	})
+	return ok
 }
 
 // ErrPolicy marks an evaluation error or a decision that breaks the

@@ -363,7 +363,10 @@ func TestCompactKeepsTheResult(t *testing.T) {
 		typed bool
 	}{
 		{`{"allow": true, "audience": "a", "scopes": ["s"], "headers": {"X-A": "1"}}`, true},
-		{`{"allow": true, "audience": "a", "claims": {"n": 1.50, "o": {"x": [1, "y"]}}, "response_headers": {"X-T": "g"}}`, true},
+		{`{"allow": true, "audience": "a", "response_headers": {"X-T": "g"}}`, true},
+		{`{"allow": true, "audience": "a", "claims": {"n": 1.50, "o": {"x": [1, "y"]}}}`, false},
+		{`{"allow": false, "status": 404, "reason": "no", "headers": {}, "scopes": ["a", "b"]}`, true},
+		{`{"allow": true, "audience": "a", "reason": ""}`, false},
 		{`{"allow": false, "status": 404, "reason": "no"}`, true},
 		{`{"allow": false}`, true},
 		{`{"allow": true, "audience": "a", "extra": 1}`, false},

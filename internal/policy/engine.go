@@ -14,12 +14,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/audgate/audgate/internal/hashcache"
 )
 
 // Defaults for the zero values of Options.
@@ -44,7 +45,7 @@ type Engine struct {
 	// decisionKey over keyPaths. A new Engine starts a new cache.
 	reads    *Reads
 	keyPaths *keyPaths
-	cache    *lru.Cache[[32]byte, Decision]
+	cache    *hashcache.Cache[Decision]
 }
 
 // prepare prepares the decision query on the manager's current compiler.
@@ -77,7 +78,7 @@ func (rt *Runtime) prepare(ctx context.Context, txn storage.Transaction, revisio
 		rt.log.Info("policy: decision cache off: the decision is not a pure function of its input", "reason", e.reads.Impure)
 	default:
 		e.keyPaths = newKeyPaths(e.reads)
-		e.cache, _ = lru.New[[32]byte, Decision](rt.opts.DecisionCacheSize)
+		e.cache = hashcache.New[Decision](rt.opts.DecisionCacheSize)
 	}
 	return e, nil
 }
@@ -177,7 +178,7 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 		// The key reads only the paths the policy reads: a hit builds no
 		// input at all.
 		key = inputKey(rt.gen.Load(), e.keyPaths, e.reads.Whole, in)
-		if d, ok := e.cache.Get(key); ok {
+		if d, ok := e.cache.Get(&key); ok {
 			return Decided{Engine: e, Decision: d, Cached: true}, nil
 		}
 	}
@@ -190,7 +191,7 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 		return Decided{Engine: e, Decision: d}, err
 	}
 	if err == nil { // errors, timeouts among them, are never kept
-		e.cache.Add(key, d.compact())
+		e.cache.Put(&key, d.compact(), nil)
 	}
 	return Decided{Engine: e, Decision: d}, err
 }

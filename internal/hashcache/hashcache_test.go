@@ -42,6 +42,53 @@ func TestNeverAWrongValue(t *testing.T) {
 	}
 }
 
+// TestAsManyKeysAsTheBoundAllFit: the bound is the whole cache's, so an
+// uneven spread over the shards loses nothing.
+func TestAsManyKeysAsTheBoundAllFit(t *testing.T) {
+	for _, size := range []int{64, 1000, 100000} {
+		c := New[int](size)
+		for i := range size {
+			k := key(i)
+			c.Put(&k, i, nil)
+		}
+		for i := range size {
+			k := key(i)
+			if v, ok := c.Get(&k); !ok || v != i {
+				t.Fatalf("size %d: key %d: %d, %v", size, i, v, ok)
+			}
+		}
+	}
+}
+
+// TestBoundUnderConcurrentPuts: concurrent inserts into different shards
+// never take the cache past its bound.
+func TestBoundUnderConcurrentPuts(t *testing.T) {
+	c := New[int](1024)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 4000 {
+				k := key(g*100000 + i)
+				c.Put(&k, i, nil)
+				if n := c.Len(); n > 1024 {
+					t.Errorf("%d entries", n)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for i := range c.shards {
+		n += len(c.shards[i].m)
+	}
+	if n != c.Len() || n > 1024 {
+		t.Fatalf("%d entries in the shards, Len %d", n, c.Len())
+	}
+}
+
 func TestStaleGoFirst(t *testing.T) {
 	c := New[int](100)
 	for i := range 100 {

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unique"
 	"unsafe"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -186,6 +187,9 @@ type Principal struct {
 	verifiedBy *issuer
 	epoch      uint64
 }
+
+// intern is s's canonical copy.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // Claims are every claim of the token as encoding/json decodes them with
 // UseNumber (numbers are json.Number): a fresh tree each call, which the
@@ -665,6 +669,12 @@ func claimsPrincipal(c map[string]any, payload string) (*Principal, error) {
 	p := &Principal{Issuer: iss, Audience: aud, ExpiresAt: exp, claims: payload}
 	if err := fillIdentity(p, c); err != nil {
 		return nil, err
+	}
+	// Every caller of an issuer shares these; cached principals keep one
+	// copy of each.
+	p.Issuer, p.ClientID = intern(p.Issuer), intern(p.ClientID)
+	for i, a := range p.Audience {
+		p.Audience[i] = intern(a)
 	}
 	return p, nil
 }

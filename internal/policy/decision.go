@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/net/http/httpguts"
@@ -160,6 +161,14 @@ func (d *Decision) typedResult() map[string]any {
 func (d Decision) compact() Decision {
 	if d.Raw == nil {
 		return d
+	}
+	// Many entries share these: one copy of each.
+	d.Audience = unique.Make(d.Audience).Value()
+	for i, s := range d.Scopes {
+		d.Scopes[i] = unique.Make(s).Value()
+	}
+	for i, h := range d.Headers {
+		d.Headers[i].Name = unique.Make(h.Name).Value()
 	}
 	if obj, ok := d.Raw.(ast.Object); ok && d.typedStandsFor(obj) {
 		d.Raw, d.typed = nil, true

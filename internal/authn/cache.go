@@ -9,7 +9,8 @@ import (
 // tokenCache holds verified tokens by the SHA-256 of the raw token until
 // their exp. It never extends a token's life: an entry is served only while
 // now < exp, checked on every hit, and a token accepted only thanks to the
-// leeway is not cached at all. A full cache drops expired tokens first.
+// leeway is not cached at all. A full cache makes room in the shard of
+// the token being added, dropping that shard's expired tokens first.
 type tokenCache struct {
 	c *hashcache.Cache[*Principal]
 }

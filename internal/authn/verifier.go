@@ -670,11 +670,14 @@ func claimsPrincipal(c map[string]any, payload string) (*Principal, error) {
 	if err := fillIdentity(p, c); err != nil {
 		return nil, err
 	}
-	// Every caller of an issuer shares these; cached principals keep one
-	// copy of each.
+	// Callers of an issuer share these; cached principals keep one copy
+	// of each.
 	p.Issuer, p.ClientID = intern(p.Issuer), intern(p.ClientID)
 	for i, a := range p.Audience {
 		p.Audience[i] = intern(a)
+	}
+	for i, sc := range p.Scopes {
+		p.Scopes[i] = intern(sc)
 	}
 	return p, nil
 }

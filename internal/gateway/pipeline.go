@@ -42,6 +42,7 @@ type call struct {
 	token  string // the caller's raw token
 	caller *authn.Principal
 	input  *policy.Input
+	logged bool // the decision goes to the decision log
 }
 
 // prepare is the first stage after routing.
@@ -221,7 +222,8 @@ func (g *Gateway) handle(rt *route) echo.HandlerFunc {
 			return err
 		}
 		v, err := g.decide(ctx, rt.upstream, cl.input, dry.traceWriter())
-		if dry != nil || g.policy.LogsDecisions() {
+		cl.logged = g.policy.LogsDecisions() // read once: the input is completed for it
+		if dry != nil || cl.logged {
 			cl.input.Complete() // the input is shown or logged whole
 		} else {
 			cl.input.Fill = nil // nothing reads it after this
@@ -281,7 +283,7 @@ func refusalCode(err error) string {
 // path): the input, the policy's raw result (none when evaluation failed),
 // and audgate's own fields under custom.
 func (g *Gateway) logDecision(cl *call, v verdict, err error, status int, tok *tokenOutcome) {
-	if v.engine == nil || !g.policy.LogsDecisions() {
+	if v.engine == nil || !cl.logged {
 		return
 	}
 	custom := map[string]any{"request_id": requestID(cl.r), "http_status": status, "cached": v.cached}

@@ -36,14 +36,16 @@ var Default = Options{Budget: 256 << 20, Min: 100, Max: 400}
 // Percent is the GOGC for a live heap of live bytes: the one whose heap
 // goal is the budget, within [Min, Max].
 func (o Options) Percent(live uint64) int {
+	lo := max(o.Min, 1)
+	hi := max(o.Max, lo)
 	if live == 0 {
-		return o.Max
+		return hi
 	}
 	if live >= o.Budget {
-		return o.Min
+		return lo
 	}
-	p := (o.Budget - live) * 100 / live
-	return int(min(max(p, uint64(o.Min)), uint64(o.Max)))
+	p := float64(o.Budget-live) * 100 / float64(live)
+	return int(min(max(p, float64(lo)), float64(hi)))
 }
 
 // Tuner sets GOGC after every collection until Stop.

@@ -78,3 +78,22 @@ func TestTunerFollowsTheLiveHeap(t *testing.T) {
 		t.Errorf("after Stop, GOGC = %d; the tuner changed it", got)
 	}
 }
+
+// TestPercentOddOptions: bounds out of order or below 1, and a budget past
+// what an integer product would hold, still give a GOGC within them.
+func TestPercentOddOptions(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		live uint64
+		want int
+	}{
+		{Options{Budget: 1 << 62, Min: 100, Max: 400}, 1 << 40, 400},
+		{Options{Budget: 100, Min: -5, Max: 0}, 99, 1},
+		{Options{Budget: 100, Min: 300, Max: 200}, 10, 300},
+		{Options{Budget: 1000, Min: 50, Max: 500}, 400, 150},
+	} {
+		if got := c.o.Percent(c.live); got != c.want {
+			t.Errorf("%+v Percent(%d) = %d, want %d", c.o, c.live, got, c.want)
+		}
+	}
+}

@@ -487,7 +487,8 @@ func stringMap(m map[string]string) ast.Value {
 }
 
 // MarshalJSON writes the input as the policy sees it: JSONMap's tree, so
-// that an absent list is [] and an absent map {}, as in Value.
+// that an absent list is [] and an absent map {}, as in Value. On a copy:
+// an input not yet completed is filled for the copy alone.
 func (in Input) MarshalJSON() ([]byte, error) { return json.Marshal(in.JSONMap()) }
 
 // JSONMap returns the input as the generic JSON tree its JSON form

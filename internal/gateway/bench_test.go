@@ -184,7 +184,7 @@ func decisionFixture(b *testing.B, e *env) (*call, verdict) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &call{r: r, input: in}, verdict{decision: d, decided: true, engine: engine, took: time.Microsecond}
+	return &call{r: r, input: in, logged: true}, verdict{decision: d, decided: true, engine: engine, took: time.Microsecond}
 }
 
 // BenchmarkLogDecisionRequestPath is what the decision log costs a

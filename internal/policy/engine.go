@@ -158,12 +158,30 @@ type Decided struct {
 }
 
 // Decide evaluates the policy in force for in, or serves the decision
-// from the cache. The store's read transaction is opened before the
-// Engine is chosen, and a commit swaps the Engine while it holds the
-// store: the policy and the data it reads always come from the same
-// commit, and so does the cache key's commit count. Before a policy is in
-// force, the error wraps ErrNotReady; Engine is then nil.
+// from the cache. Before a policy is in force, the error wraps
+// ErrNotReady; Engine is then nil.
+//
+// An evaluation runs in a read transaction opened before the Engine is
+// chosen, and a commit swaps the Engine while it holds the store, so the
+// policy and the data it reads always come from the same commit, and so
+// does the commit count in its cache key. A hit needs no transaction: the
+// count is read before the Engine, and an Engine's cache only holds keys
+// with counts from its own commit on, since every entry was made inside a
+// transaction. Read across a commit, the pair (new count, old Engine)
+// finds no entry, nor does (old count, new Engine): both go on to the
+// transaction.
 func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
+	gen := rt.gen.Load()
+	var key [32]byte
+	e0 := rt.Engine()
+	if e0 != nil && e0.cache != nil {
+		// The key reads only the paths the policy reads: a hit builds no
+		// input at all.
+		key = inputKey(gen, e0.keyPaths, e0.reads.Whole, in)
+		if d, ok := e0.cache.Get(&key); ok {
+			return Decided{Engine: e0, Decision: d, Cached: true}, nil
+		}
+	}
 	txn, err := rt.store.NewTransaction(ctx)
 	if err != nil {
 		return Decided{}, &Error{Msg: "open the policy store", Err: err}
@@ -173,13 +191,12 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 	if e == nil {
 		return Decided{}, fmt.Errorf("%w: %v", ErrNotReady, rt.Ready())
 	}
-	var key [32]byte
 	if e.cache != nil {
-		// The key reads only the paths the policy reads: a hit builds no
-		// input at all.
-		key = inputKey(rt.gen.Load(), e.keyPaths, e.reads.Whole, in)
-		if d, ok := e.cache.Get(&key); ok {
-			return Decided{Engine: e, Decision: d, Cached: true}, nil
+		if g := rt.gen.Load(); g != gen || e != e0 { // a commit came in between
+			key = inputKey(g, e.keyPaths, e.reads.Whole, in)
+			if d, ok := e.cache.Get(&key); ok {
+				return Decided{Engine: e, Decision: d, Cached: true}, nil
+			}
 		}
 	}
 	v, err := in.Value()

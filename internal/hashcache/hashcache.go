@@ -116,5 +116,31 @@ func (s *shard[V]) evict(c *Cache[V], stale func(V) bool) int {
 	return before - len(s.m)
 }
 
+// Delete removes the value stored under key, if any.
+func (c *Cache[V]) Delete(key *[32]byte) {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[*key]; ok {
+		delete(s.m, *key)
+		c.n.Add(-1)
+	}
+}
+
+// Sweep removes every entry stale reports, one shard at a time.
+func (c *Cache[V]) Sweep(stale func(V) bool) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, v := range s.m {
+			if stale(v) {
+				delete(s.m, k)
+				c.n.Add(-1)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
 // Len counts the entries, stale ones included.
 func (c *Cache[V]) Len() int { return int(c.n.Load()) }

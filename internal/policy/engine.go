@@ -19,8 +19,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
-
-	"github.com/audgate/audgate/internal/hashcache"
 )
 
 // Defaults for the zero values of Options.
@@ -45,7 +43,7 @@ type Engine struct {
 	// decisionKey over keyPaths. A new Engine starts a new cache.
 	reads    *Reads
 	keyPaths *keyPaths
-	cache    *hashcache.Cache[Decision]
+	cache    *hashMap[Decision]
 }
 
 // prepare prepares the decision query on the manager's current compiler.
@@ -78,7 +76,7 @@ func (rt *Runtime) prepare(ctx context.Context, txn storage.Transaction, revisio
 		rt.log.Info("policy: decision cache off: the decision is not a pure function of its input", "reason", e.reads.Impure)
 	default:
 		e.keyPaths = newKeyPaths(e.reads)
-		e.cache = hashcache.New[Decision](rt.opts.DecisionCacheSize)
+		e.cache = newHashMap[Decision](rt.opts.DecisionCacheSize)
 	}
 	return e, nil
 }
@@ -208,7 +206,7 @@ func (rt *Runtime) Decide(ctx context.Context, in *Input) (Decided, error) {
 		return Decided{Engine: e, Decision: d}, err
 	}
 	if err == nil { // errors, timeouts among them, are never kept
-		e.cache.Put(&key, d.compact(), nil)
+		e.cache.Put(&key, d.compact())
 	}
 	return Decided{Engine: e, Decision: d}, err
 }

@@ -10,9 +10,8 @@ import (
 	"sync"
 	"time"
 
+	gocache "github.com/patrickmn/go-cache"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/audgate/audgate/internal/hashcache"
 )
 
 // DefaultCacheOptions are the cache's defaults: 100000 entries, tokens
@@ -49,11 +48,8 @@ type CacheOptions struct {
 // one key into one source request. It is safe for concurrent use.
 type Cache struct {
 	opts  CacheOptions
-	items *hashcache.Cache[cached]
+	items *gocache.Cache
 	group singleflight.Group
-
-	sweepMu   sync.Mutex
-	lastSweep time.Time // when expired entries were last swept out
 
 	dropMu  sync.Mutex
 	dropped map[string]time.Time // when each key's token was last dropped
@@ -74,7 +70,7 @@ func NewCache(opts CacheOptions) *Cache {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Cache{opts: opts, items: hashcache.New[cached](opts.MaxEntries), dropped: map[string]time.Time{}, lastSweep: opts.Now()}
+	return &Cache{opts: opts, items: gocache.New(gocache.NoExpiration, time.Minute), dropped: map[string]time.Time{}}
 }
 
 // Binding binds a token source to its name and says how its tokens are
@@ -120,18 +116,19 @@ func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Ou
 	if err != nil {
 		return Token{}, OutcomeError, err
 	}
-	if ent, ok := c.lookup(&sum); ok { // a hit allocates nothing
+	// A 32-byte string that does not escape costs no allocation: a hit
+	// allocates nothing.
+	if ent := c.lookup(string(sum[:])); ent != nil {
 		if ent.refusal != nil {
 			return Token{}, OutcomeRefused, ent.refusal
 		}
 		return ent.tok, OutcomeHit, nil
 	}
 	key := string(sum[:])
-	miss := sum // the closure's own: sum stays on the stack, and a hit allocates nothing
 	ch := c.group.DoChan(key, func() (any, error) {
 		// A caller that missed just before another's fetch finished must
 		// not fetch again.
-		if ent, ok := c.lookup(&miss); ok {
+		if ent := c.lookup(key); ent != nil {
 			if ent.refusal != nil {
 				return nil, ent.refusal
 			}
@@ -146,11 +143,11 @@ func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Ou
 		tok, err := sb.Source.Token(fctx, req)
 		if err != nil {
 			if remembered(err) && c.opts.NegativeTTL > 0 {
-				c.remember(&miss, err)
+				c.remember(key, err)
 			}
 			return nil, err
 		}
-		c.store(&miss, tok, sb.PerCaller, req)
+		c.store(key, tok, sb.PerCaller, req)
 		return tok, nil
 	})
 	select {
@@ -170,12 +167,14 @@ func (c *Cache) Token(ctx context.Context, sb *Binding, req *Request) (Token, Ou
 	}
 }
 
-// lookup returns the live entry for key.
-func (c *Cache) lookup(key *[32]byte) (cached, bool) {
-	if ent, ok := c.items.Get(key); ok && c.opts.Now().Before(ent.until) {
-		return ent, true
+// lookup returns the live entry for key, or nil.
+func (c *Cache) lookup(key string) *cached {
+	if v, ok := c.items.Get(key); ok {
+		if ent := v.(*cached); c.opts.Now().Before(ent.until) {
+			return ent
+		}
 	}
-	return cached{}, false
+	return nil
 }
 
 // remembered reports whether err is kept for negative_ttl: an IdP's
@@ -187,26 +186,11 @@ func remembered(err error) bool {
 }
 
 // remember keeps a refusal for negative_ttl.
-func (c *Cache) remember(key *[32]byte, refusal error) {
-	c.put(key, cached{refusal: refusal, until: c.opts.Now().Add(c.opts.NegativeTTL)})
-}
-
-// put stores ent; a full cache drops expired entries first. Once a minute
-// at most, a put also sweeps out every expired entry, so that memory
-// follows the callers of the last minutes.
-func (c *Cache) put(key *[32]byte, ent cached) {
-	now := c.opts.Now()
-	expired := func(e cached) bool { return !now.Before(e.until) }
-	c.sweepMu.Lock()
-	sweep := now.Sub(c.lastSweep) >= time.Minute
-	if sweep {
-		c.lastSweep = now
+func (c *Cache) remember(key string, refusal error) {
+	if c.items.ItemCount() >= c.opts.MaxEntries {
+		c.evict()
 	}
-	c.sweepMu.Unlock()
-	if sweep {
-		c.items.Sweep(expired)
-	}
-	c.items.Put(key, ent, expired)
+	c.items.Set(key, &cached{refusal: refusal, until: c.opts.Now().Add(c.opts.NegativeTTL)}, c.opts.NegativeTTL)
 }
 
 // minDropInterval is the shortest time between two drops of one key's
@@ -232,7 +216,7 @@ func (c *Cache) Drop(sb *Binding, req *Request, value string) bool {
 	key := string(sum[:])
 	c.dropMu.Lock()
 	defer c.dropMu.Unlock()
-	if ent, ok := c.lookup(&sum); !ok || ent.tok.Value != value {
+	if ent := c.lookup(key); ent == nil || ent.tok.Value != value {
 		return true
 	}
 	now := c.opts.Now()
@@ -243,13 +227,13 @@ func (c *Cache) Drop(sb *Binding, req *Request, value string) bool {
 		clear(c.dropped)
 	}
 	c.dropped[key] = now
-	c.items.Delete(&sum)
+	c.items.Delete(key)
 	return true
 }
 
-// Len returns the number of cached tokens, expired ones included until a
-// sweep or a full cache removes them.
-func (c *Cache) Len() int { return c.items.Len() }
+// Len returns the number of cached tokens, expired ones included until the
+// janitor removes them.
+func (c *Cache) Len() int { return c.items.ItemCount() }
 
 // usableUntil is min(expiry − refresh_before_expiry, the caller's exp);
 // the caller's exp counts only for tokens made for that caller.
@@ -265,13 +249,39 @@ func (c *Cache) usableUntil(now time.Time, tok Token, perCaller bool, req *Reque
 	return until
 }
 
-func (c *Cache) store(key *[32]byte, tok Token, perCaller bool, req *Request) {
+func (c *Cache) store(key string, tok Token, perCaller bool, req *Request) {
 	now := c.opts.Now()
 	until := c.usableUntil(now, tok, perCaller, req)
-	if !now.Before(until) {
-		return // already past its usable life: for this request only
+	ttl := until.Sub(now)
+	if ttl <= 0 {
+		// Already past its usable life: use it for this request only. A
+		// zero or negative TTL must never reach go-cache (negative means
+		// forever there).
+		return
 	}
-	c.put(key, cached{tok: tok, until: until})
+	if c.items.ItemCount() >= c.opts.MaxEntries {
+		c.evict()
+	}
+	// Token rechecks until on every hit against the injected clock; the
+	// go-cache TTL only frees the memory.
+	c.items.Set(key, &cached{tok: tok, until: until}, ttl)
+}
+
+// evict makes room: expired entries first, then about a tenth of the rest.
+func (c *Cache) evict() {
+	c.items.DeleteExpired()
+	n := c.items.ItemCount() - c.opts.MaxEntries + 1
+	if n <= 0 {
+		return
+	}
+	n += c.opts.MaxEntries / 10
+	for k := range c.items.Items() {
+		if n <= 0 {
+			return
+		}
+		c.items.Delete(k)
+		n--
+	}
 }
 
 // key is SHA-256 over length-prefixed fields, so no choice of names,

@@ -283,45 +283,6 @@ func TestCacheBounded(t *testing.T) {
 	}
 }
 
-// TestExpiredSweptOut: expired tokens leave the cache within a minute of
-// a later store, full or not, and live ones stay.
-func TestExpiredSweptOut(t *testing.T) {
-	clock := newClock()
-	short := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(10 * time.Second) }}
-	long := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}
-	c := NewCache(CacheOptions{Now: clock.Now, RefreshBeforeExpiry: -1})
-	for i := range 50 {
-		for _, e := range []*Binding{{Name: "short", Source: short, PerCaller: true}, {Name: "long", Source: long, PerCaller: true}} {
-			if _, _, err := c.Token(context.Background(), e, userReq(fmt.Sprint("u", i), clock)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if c.Len() != 100 {
-		t.Fatalf("%d entries, want 100", c.Len())
-	}
-	clock.Add(30 * time.Second) // the short ones have expired; no sweep is due yet
-	e := &Binding{Name: "long", Source: long, PerCaller: true}
-	if _, _, err := c.Token(context.Background(), e, userReq("v1", clock)); err != nil {
-		t.Fatal(err)
-	}
-	if c.Len() != 101 {
-		t.Fatalf("%d entries before a minute has passed, want 101", c.Len())
-	}
-	clock.Add(31 * time.Second)
-	if _, _, err := c.Token(context.Background(), e, userReq("v2", clock)); err != nil {
-		t.Fatal(err)
-	}
-	if c.Len() != 52 {
-		t.Fatalf("%d entries after the sweep, want the 51 live ones and the new one", c.Len())
-	}
-	for i := range 50 {
-		if _, out, _ := c.Token(context.Background(), e, userReq(fmt.Sprint("u", i), clock)); out != OutcomeHit {
-			t.Fatalf("live token %d: outcome %s", i, out)
-		}
-	}
-}
-
 func TestCacheDrop(t *testing.T) {
 	clock := newClock()
 	src := &countingSource{now: clock.Now, expiry: func(n time.Time) time.Time { return n.Add(time.Hour) }}

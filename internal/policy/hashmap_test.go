@@ -1,4 +1,4 @@
-package hashcache
+package policy
 
 import (
 	"crypto/sha256"
@@ -8,20 +8,20 @@ import (
 	"testing"
 )
 
-func key(i int) [32]byte { return sha256.Sum256(fmt.Append(nil, i)) }
+func hashKey(i int) [32]byte { return sha256.Sum256(fmt.Append(nil, i)) }
 
 // TestNeverAWrongValue: against a plain map, random puts and gets over
 // more keys than fit; a hit is always the value last put under its key.
-func TestNeverAWrongValue(t *testing.T) {
+func TestHashMapNeverAWrongValue(t *testing.T) {
 	for _, size := range []int{1, 10, 127, 1000, 10000} {
-		c := New[int](size)
+		c := newHashMap[int](size)
 		model := map[[32]byte]int{}
 		rng := rand.New(rand.NewPCG(uint64(size), 1))
 		hits := 0
 		for i := range 20 * size {
-			k := key(rng.IntN(3 * size))
+			k := hashKey(rng.IntN(3 * size))
 			if rng.IntN(2) == 0 {
-				c.Put(&k, i, nil)
+				c.Put(&k, i)
 				model[k] = i
 			} else if v, ok := c.Get(&k); ok {
 				hits++
@@ -44,15 +44,15 @@ func TestNeverAWrongValue(t *testing.T) {
 
 // TestAsManyKeysAsTheBoundAllFit: the bound is the whole cache's, so an
 // uneven spread over the shards loses nothing.
-func TestAsManyKeysAsTheBoundAllFit(t *testing.T) {
+func TestHashMapFitsItsBound(t *testing.T) {
 	for _, size := range []int{64, 1000, 100000} {
-		c := New[int](size)
+		c := newHashMap[int](size)
 		for i := range size {
-			k := key(i)
-			c.Put(&k, i, nil)
+			k := hashKey(i)
+			c.Put(&k, i)
 		}
 		for i := range size {
-			k := key(i)
+			k := hashKey(i)
 			if v, ok := c.Get(&k); !ok || v != i {
 				t.Fatalf("size %d: key %d: %d, %v", size, i, v, ok)
 			}
@@ -62,16 +62,16 @@ func TestAsManyKeysAsTheBoundAllFit(t *testing.T) {
 
 // TestBoundUnderConcurrentPuts: concurrent inserts into different shards
 // never take the cache past its bound.
-func TestBoundUnderConcurrentPuts(t *testing.T) {
-	c := New[int](1024)
+func TestHashMapBoundUnderConcurrentPuts(t *testing.T) {
+	c := newHashMap[int](1024)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range 4000 {
-				k := key(g*100000 + i)
-				c.Put(&k, i, nil)
+				k := hashKey(g*100000 + i)
+				c.Put(&k, i)
 				if n := c.Len(); n > 1024 {
 					t.Errorf("%d entries", n)
 					return
@@ -89,36 +89,17 @@ func TestBoundUnderConcurrentPuts(t *testing.T) {
 	}
 }
 
-func TestStaleGoFirst(t *testing.T) {
-	c := New[int](100)
-	for i := range 100 {
-		k := key(i)
-		c.Put(&k, i, nil)
-	}
-	k := key(1000)
-	c.Put(&k, 1000, func(v int) bool { return v%2 == 1 }) // the odd ones are stale
-	if n := c.Len(); n != 51 {
-		t.Fatalf("%d entries, want the 50 even ones and the new one", n)
-	}
-	for i := range 100 {
-		k := key(i)
-		if _, ok := c.Get(&k); ok != (i%2 == 0) {
-			t.Errorf("entry %d: present %v", i, ok)
-		}
-	}
-}
-
-func TestConcurrentUse(t *testing.T) {
-	c := New[int](256)
+func TestHashMapConcurrentUse(t *testing.T) {
+	c := newHashMap[int](256)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range 5000 {
-				k := key((g*7 + i) % 1000)
+				k := hashKey((g*7 + i) % 1000)
 				if i%3 == 0 {
-					c.Put(&k, (g*7+i)%1000, nil)
+					c.Put(&k, (g*7+i)%1000)
 				} else if v, ok := c.Get(&k); ok && v != (g*7+i)%1000 {
 					t.Errorf("got %d under the key of %d", v, (g*7+i)%1000)
 				}
@@ -128,12 +109,12 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 }
 
-func BenchmarkGet(b *testing.B) {
-	c := New[[4]int](100000)
+func BenchmarkHashMapGet(b *testing.B) {
+	c := newHashMap[[4]int](100000)
 	keys := make([][32]byte, 1000)
 	for i := range keys {
-		keys[i] = key(i)
-		c.Put(&keys[i], [4]int{i}, nil)
+		keys[i] = hashKey(i)
+		c.Put(&keys[i], [4]int{i})
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
